@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Starts the local control plane: etcd, kube-apiserver (RBAC, client
+# certificates, service-account tokens, bound to 127.0.0.1), kube-controller-
+# manager, kube-scheduler and kwok with fake Nodes, plus a default
+# StorageClass backed by a pool of static hostPath PersistentVolumes.
+# Writes target/cluster/kubeconfig. A second call reports the running cluster.
+#
+# Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
+# volumes, default 100), MESHPLANE_CLUSTER_DIR (state folder).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NODES=${NODES:-2}
+PV_POOL=${PV_POOL:-100}
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+report() {
+  local server
+  server=$(sed -n 's/^ *server: //p' "$KUBECONFIG_FILE" | head -n1)
+  cat <<EOF
+local control plane is running ($KUBERNETES_VERSION) at $server
+  export KUBECONFIG=$KUBECONFIG_FILE
+  export PATH=$KUBERNETES_BIN:$HELM_BIN:\$PATH
+  kubectl get nodes
+logs: $LOGS/   stop and remove it: make cluster-down
+EOF
+}
+
+running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_alive "$PIDS/$c.pid" || return 1; done
+  [ -f "$KUBECONFIG_FILE" ] && kubectl get --raw /readyz >/dev/null 2>&1
+}
+
+if running; then
+  report
+  exit 0
+fi
+if compgen -G "$PIDS/*.pid" >/dev/null; then
+  log "a previous cluster in $STATE is partly running; stopping it first"
+  "$CLUSTER_SRC/down.sh"
+fi
+
+require_tools go openssl curl
+"$CLUSTER_SRC/build.sh"
+
+start=$SECONDS
+rm -rf "$STATE"
+mkdir -p "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/volumes"
+
+# --- certificates -----------------------------------------------------------
+log "generating certificates"
+(
+  cd "$PKI"
+  openssl_quiet() { openssl "$@" 2>/dev/null; }
+  openssl_quiet req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=meshplane-local-ca"
+  # A certificate signed by the CA: $1 file stem, $2 subject, $3 optional SANs.
+  sign() {
+    local ext=""
+    openssl_quiet req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' >"$1.ext"
+    if [ -n "${3:-}" ]; then
+      printf 'extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=%s\n' "$3" >>"$1.ext"
+    else
+      printf 'extendedKeyUsage=clientAuth\n' >>"$1.ext"
+    fi
+    openssl_quiet x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out "$1.crt" -extfile "$1.ext"
+    rm -f "$1.csr" "$1.ext"
+  }
+  sign apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  sign admin "/O=system:masters/CN=meshplane-admin"
+  sign controller-manager "/CN=system:kube-controller-manager"
+  sign scheduler "/CN=system:kube-scheduler"
+  sign kwok "/O=system:masters/CN=kwok"
+  openssl_quiet genrsa -out sa.key 2048
+  openssl_quiet rsa -in sa.key -pubout -out sa.pub
+)
+
+# --- ports ------------------------------------------------------------------
+pick_port ETCD_PORT 2379
+pick_port ETCD_PEER_PORT 2380
+pick_port APISERVER_PORT 6443
+pick_port KCM_PORT 10257
+pick_port SCHEDULER_PORT 10259
+pick_port KWOK_PORT 10247
+SERVER="https://127.0.0.1:$APISERVER_PORT"
+
+# A kubeconfig for one client certificate.
+write_kubeconfig() {
+  local file=$1 user=$2
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: meshplane-local
+  cluster:
+    server: $SERVER
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $PKI/$user.crt
+    client-key: $PKI/$user.key
+contexts:
+- name: meshplane-local
+  context:
+    cluster: meshplane-local
+    user: $user
+current-context: meshplane-local
+EOF
+}
+write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
+write_kubeconfig "$STATE/scheduler.kubeconfig" scheduler
+write_kubeconfig "$STATE/kwok.kubeconfig" kwok
+# The admin kubeconfig is written last: its presence means "cluster is up".
+
+# Starts one component in its own session, so it outlives this script and
+# `make`, recording its PID and binary for cluster-down.
+launch() {
+  local name=$1
+  shift
+  local bin
+  bin=$(bin_path "$name")
+  setsid "$bin" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+  readlink -f "$bin" >"$PIDS/$name.pid.exe"
+}
+
+# Polls a command until it succeeds, failing with the component's log tail.
+wait_for() {
+  local what=$1 deadline=$((SECONDS + $2)) logfile=$3
+  shift 3
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 30 "$logfile" >&2 || true
+      die "$what did not become ready in time; log: $logfile"
+    fi
+    sleep 0.2
+  done
+}
+
+# --- etcd -------------------------------------------------------------------
+log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
+launch etcd \
+  --name local --data-dir "$STATE/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --quota-backend-bytes 8589934592 --unsafe-no-fsync --log-level warn
+wait_for etcd 60 "$LOGS/etcd.log" curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+
+# --- kube-apiserver ---------------------------------------------------------
+log "starting kube-apiserver $KUBERNETES_VERSION on $SERVER"
+launch kube-apiserver \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+  --cert-dir "$PKI" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+  --client-ca-file "$PKI/ca.crt" \
+  --authorization-mode RBAC \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+  --api-audiences https://kubernetes.default.svc.cluster.local \
+  --service-cluster-ip-range 10.0.0.0/24 \
+  --allow-privileged=true \
+  --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,PodSecurity,StorageObjectInUseProtection,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
+  --profiling=false --v 1
+write_kubeconfig "$STATE/admin.kubeconfig" admin
+KUBECONFIG_FILE_READY=$KUBECONFIG_FILE
+KUBECONFIG_FILE="$STATE/admin.kubeconfig"
+wait_for kube-apiserver 120 "$LOGS/kube-apiserver.log" kubectl get --raw /readyz
+
+# --- controllers, scheduler, kwok -------------------------------------------
+log "starting kube-controller-manager, kube-scheduler and kwok"
+launch kube-controller-manager \
+  --kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --cert-dir "$PKI/controller-manager" \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+  --controllers '*' --leader-elect=false \
+  --concurrent-gc-syncs 10 --concurrent-namespace-syncs 5 --kube-api-qps 100 --kube-api-burst 200 \
+  --profiling=false --v 1
+launch kube-scheduler \
+  --kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$PKI/scheduler" \
+  --leader-elect=false --profiling=false --v 1
+launch kwok \
+  --kubeconfig "$STATE/kwok.kubeconfig" \
+  --config "$KWOK_STAGES/stages.yaml" \
+  --manage-all-nodes=false \
+  --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+  --node-lease-duration-seconds 40 \
+  --server-address "127.0.0.1:$KWOK_PORT" \
+  --cidr 10.244.0.0/16 --node-ip 10.244.255.1
+
+# --- nodes and storage ------------------------------------------------------
+log "creating $NODES fake nodes, the default StorageClass and $PV_POOL PersistentVolumes"
+{
+  for i in $(seq 1 "$NODES"); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+status:
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
+EOF
+  done
+  cat <<EOF
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+reclaimPolicy: Retain
+EOF
+} | kubectl apply -f - >/dev/null
+"$CLUSTER_SRC/pv-pool.sh" 1 "$PV_POOL" | kubectl apply -f - >/dev/null
+
+# Ready means usable: nodes Ready (kwok), the default ServiceAccount made
+# (controller-manager), so a test's first Pod is not refused.
+wait_for "fake nodes" 60 "$LOGS/kwok.log" kubectl wait --for=condition=Ready node --all --timeout=5s
+wait_for kube-controller-manager 60 "$LOGS/kube-controller-manager.log" kubectl get serviceaccount default -n default
+
+cp "$STATE/admin.kubeconfig" "$KUBECONFIG_FILE_READY.partial"
+mv "$KUBECONFIG_FILE_READY.partial" "$KUBECONFIG_FILE_READY"
+KUBECONFIG_FILE=$KUBECONFIG_FILE_READY
+log "control plane ready in $((SECONDS - start))s"
+report

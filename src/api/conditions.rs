@@ -1,0 +1,79 @@
+//! Condition types and reasons, as constants, and the pure helper that
+//! merges a freshly computed condition into a status list.
+//!
+//! `Ready` summarises; one condition per provisioning step says where it
+//! stands; `Reconciling` and `Stalled` follow kstatus so Argo CD and Flux can
+//! compute health. A condition's `lastTransitionTime` moves only when its
+//! status flips, so a pass that changes nothing writes nothing.
+
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+pub const ACCESS_READY: &str = "AccessReady";
+pub const QUOTA_READY: &str = "QuotaReady";
+pub const NETWORK_READY: &str = "NetworkReady";
+pub const DELETING: &str = "Deleting";
+
+pub mod reason {
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const RECONCILED: &str = "Reconciled";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const NAMESPACE_NOT_OWNED: &str = "NamespaceNotOwned";
+    pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    pub const BLOCKED: &str = "Blocked";
+    pub const DATA_PRODUCTS_REMAIN: &str = "DataProductsRemain";
+    pub const NOT_STALLED: &str = "NotStalled";
+    pub const NOT_RECONCILING: &str = "NotReconciling";
+}
+
+/// A condition as computed by a reconcile pass, before it is merged into the
+/// current status (which supplies `lastTransitionTime` when nothing flipped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Computed {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Computed {
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Computed { type_, status, reason, message: message.into() }
+    }
+}
+
+/// Merges computed conditions into the current list: a condition keeps its
+/// `lastTransitionTime` unless its status flipped; `now` stamps new and
+/// flipped ones. Conditions of types not computed this pass are dropped.
+pub fn merge(current: &[Condition], computed: &[Computed], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    computed
+        .iter()
+        .map(|c| {
+            let status = if c.status { "True" } else { "False" }.to_string();
+            let previous = current.iter().find(|p| p.type_ == c.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: c.type_.to_string(),
+                status,
+                reason: c.reason.to_string(),
+                message: c.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The status (`True`/`False`/`Unknown`) of a condition type, if present.
+pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}

@@ -1,0 +1,423 @@
+//! The DataDomain reconciler: a short driver over named steps.
+//!
+//! observe (the namespace, the product count) -> validate (pure) -> render
+//! (pure) -> apply (the only writer) -> status (pure, then one patch if it
+//! changed). Deletion runs the domain's deletion policy behind a finalizer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::Context;
+use super::error::{Error, Result};
+use crate::api::conditions::{self, Computed, reason};
+use crate::api::{DataDomain, DataDomainStatus, DataProduct};
+use crate::apply::Outcome;
+use crate::keys;
+use crate::render::domain::{self as render, DomainBundle, DomainSpecError, ValidDomain};
+
+pub const KIND: &str = "DataDomain";
+
+/// The watch streams of what a domain owns or depends on.
+pub struct Watches<S, N, R, Q, L, P, D> {
+    pub domains: (Store<DataDomain>, S),
+    pub namespaces: N,
+    pub role_bindings: R,
+    pub quotas: Q,
+    pub limit_ranges: L,
+    pub network_policies: P,
+    pub products: D,
+}
+
+/// The DataDomain controller, ready to be awaited.
+pub async fn controller<S, N, R, Q, L, P, D>(
+    ctx: Arc<Context>,
+    watches: Watches<S, N, R, Q, L, P, D>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    S: Stream<Item = Result<DataDomain, watcher::Error>> + Send + 'static,
+    N: Stream<Item = Result<Namespace, watcher::Error>> + Send + 'static,
+    R: Stream<Item = Result<RoleBinding, watcher::Error>> + Send + 'static,
+    Q: Stream<Item = Result<ResourceQuota, watcher::Error>> + Send + 'static,
+    L: Stream<Item = Result<LimitRange, watcher::Error>> + Send + 'static,
+    P: Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send + 'static,
+    D: Stream<Item = Result<PartialObjectMeta<DataProduct>, watcher::Error>> + Send + 'static,
+{
+    let namespaces = ctx.caches.namespaces.clone();
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let (domains, domain_events) = watches.domains;
+    Controller::for_stream(domain_events, domains)
+        .with_config(config)
+        .owns_stream(watches.namespaces)
+        .owns_stream(watches.role_bindings)
+        .owns_stream(watches.quotas)
+        .owns_stream(watches.limit_ranges)
+        .owns_stream(watches.network_policies)
+        // A product's arrival or departure changes its domain's count and may
+        // unblock the domain's deletion.
+        .watches_stream(watches.products, move |product| {
+            let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
+            Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "domain reconcile ended with an error");
+            }
+        })
+        .await;
+}
+
+fn error_policy(domain: Arc<DataDomain>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(KIND, error.category());
+    tracing::warn!(domain = %domain.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    if domain.meta().deletion_timestamp.is_some() {
+        return finalize(&domain, &ctx).await;
+    }
+    ensure_finalizer(&domain, &ctx).await?;
+
+    let valid = match render::validate(&domain, &ctx.settings.domain) {
+        Ok(valid) => valid,
+        Err(problem) => return stall(&domain, &ctx, &problem).await,
+    };
+    match observe_namespace(&valid, &ctx).await? {
+        NamespaceState::Foreign => {
+            let message = format!(
+                "namespace `{}` exists and was not created by this DataDomain; meshplane never adopts a namespace. Choose another spec.namespace, or delete the DataDomain",
+                valid.namespace
+            );
+            let computed = stalled_conditions(reason::NAMESPACE_NOT_OWNED, &message);
+            warn_once(&domain, &ctx, reason::NAMESPACE_NOT_OWNED, &message).await;
+            write_status(&domain, &ctx, None, computed).await?;
+            // The namespace may be freed later; look again now and then.
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+        NamespaceState::Terminating => {
+            let message = format!("namespace `{}` is still being deleted; waiting to create it again", valid.namespace);
+            let computed = vec![
+                Computed::new(conditions::READY, false, reason::NAMESPACE_TERMINATING, &message),
+                Computed::new(conditions::RECONCILING, true, reason::NAMESPACE_TERMINATING, &message),
+                Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
+            ];
+            write_status(&domain, &ctx, None, computed).await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        NamespaceState::Absent | NamespaceState::Owned => {}
+    }
+
+    let bundle = render::render(&valid, &ctx.settings.domain);
+    let applied = apply(&domain, &valid, &bundle, &ctx).await;
+    let products = product_count(&valid.namespace, &ctx);
+    let computed = provisioned_conditions(&valid, &bundle, &applied);
+    write_status(&domain, &ctx, Some((valid.namespace.clone(), products)), computed).await?;
+    applied.result?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+enum NamespaceState {
+    Absent,
+    Owned,
+    Terminating,
+    Foreign,
+}
+
+/// Where the domain's namespace stands: from the cache when meshplane made
+/// it, from the API server otherwise (a foreign namespace is not cached).
+async fn observe_namespace(domain: &ValidDomain<'_>, ctx: &Context) -> Result<NamespaceState> {
+    let namespace = match ctx.caches.namespaces.get(&ObjectRef::new(&domain.namespace)) {
+        Some(ns) => Some((*ns).clone()),
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&domain.namespace)
+            .await
+            .map_err(Error::kube(format!("reading namespace {}", domain.namespace)))?,
+    };
+    let Some(namespace) = namespace else { return Ok(NamespaceState::Absent) };
+    let owned = namespace.owner_references().iter().any(|o| o.uid == domain.uid);
+    let ours = namespace.labels().get(keys::LABEL_DOMAIN).map(String::as_str) == Some(domain.name)
+        && namespace.labels().get(keys::LABEL_MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY);
+    Ok(match (owned, namespace.metadata.deletion_timestamp.is_some()) {
+        (true, false) => NamespaceState::Owned,
+        // A namespace of an earlier DataDomain of the same name, on its way out.
+        (_, true) if owned || ours => NamespaceState::Terminating,
+        _ => NamespaceState::Foreign,
+    })
+}
+
+/// What applying the bundle achieved: how far it got and how it ended.
+struct Applied {
+    /// Parts fully applied, in order: namespace, access, quota, network.
+    done: usize,
+    result: Result<()>,
+}
+
+const PARTS: [(&str, &str); 4] = [
+    (conditions::NAMESPACE_READY, "namespace"),
+    (conditions::ACCESS_READY, "role bindings"),
+    (conditions::QUOTA_READY, "quota and limit range"),
+    (conditions::NETWORK_READY, "network policies"),
+];
+
+async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBundle, ctx: &Context) -> Applied {
+    let mut done = 0;
+    let result = async {
+        let c = &ctx.caches;
+        let a = &ctx.applier;
+        record(domain, ctx, "Namespace", &valid.namespace, a.apply(&c.namespaces, &bundle.namespace).await?).await;
+        done += 1;
+        for rb in &bundle.role_bindings {
+            record(domain, ctx, "RoleBinding", &rb.name_any(), a.apply(&c.role_bindings, rb).await?).await;
+        }
+        done += 1;
+        record(domain, ctx, "ResourceQuota", &bundle.quota.name_any(), a.apply(&c.quotas, &bundle.quota).await?).await;
+        record(domain, ctx, "LimitRange", &bundle.limit_range.name_any(), a.apply(&c.limit_ranges, &bundle.limit_range).await?)
+            .await;
+        done += 1;
+        for np in &bundle.network_policies {
+            record(domain, ctx, "NetworkPolicy", &np.name_any(), a.apply(&c.network_policies, np).await?).await;
+        }
+        // Prune only after every apply succeeded: policies the spec no longer
+        // asks for (isolation turned Open, egress CIDRs removed).
+        let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
+        let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
+        for name in pruned {
+            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace))
+                .await;
+        }
+        done += 1;
+        Ok::<(), Error>(())
+    }
+    .await;
+    Applied { done, result }
+}
+
+fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
+    object.meta().namespace.as_deref() == Some(domain.namespace.as_str())
+        && object.meta().owner_references.iter().flatten().any(|o| o.uid == domain.uid)
+}
+
+/// Counts the write and emits the Event that makes it part of the audit trail.
+async fn record(domain: &DataDomain, ctx: &Context, kind: &str, name: &str, outcome: Outcome) {
+    ctx.metrics.applied(kind, outcome.as_str());
+    let (reason, verb) = match outcome {
+        Outcome::Unchanged => return,
+        Outcome::Created => ("Created", "Created"),
+        // An update of an existing child is drift being corrected or a spec change.
+        Outcome::Updated => ("Updated", "Updated"),
+    };
+    let place = if kind == "Namespace" { String::new() } else { format!(" in namespace {}", domain_namespace(domain, ctx)) };
+    publish(domain, ctx, EventType::Normal, reason, "Provision", format!("{verb} {kind} {name}{place}")).await;
+}
+
+fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
+    render::namespace_name(domain, &ctx.settings.domain)
+}
+
+async fn publish(domain: &DataDomain, ctx: &Context, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
+        tracing::warn!(domain = %domain.name_any(), %error, "could not publish event");
+    }
+}
+
+/// A Warning Event, emitted when the condition it explains first appears.
+async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &str) {
+    let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let already = current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
+    if !already {
+        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string()).await;
+    }
+}
+
+fn product_count(namespace: &str, ctx: &Context) -> i32 {
+    ctx.caches.products.state().iter().filter(|p| p.namespace().as_deref() == Some(namespace)).count() as i32
+}
+
+fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
+    vec![
+        Computed::new(conditions::READY, false, why, message),
+        Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""),
+        Computed::new(conditions::STALLED, true, why, message),
+    ]
+}
+
+async fn stall(domain: &DataDomain, ctx: &Context, problem: &DomainSpecError) -> Result<Action> {
+    let message = problem.to_string();
+    warn_once(domain, ctx, reason::INVALID_SPEC, &message).await;
+    write_status(domain, ctx, None, stalled_conditions(reason::INVALID_SPEC, &message)).await?;
+    // Nothing changes until the spec does; a spec change triggers a pass.
+    Ok(Action::await_change())
+}
+
+/// Conditions after an apply pass (pure).
+fn provisioned_conditions(valid: &ValidDomain<'_>, bundle: &DomainBundle, applied: &Applied) -> Vec<Computed> {
+    let mut computed = Vec::new();
+    for (i, (type_, what)) in PARTS.iter().enumerate() {
+        computed.push(if i < applied.done {
+            Computed::new(type_, true, reason::PROVISIONED, format!("{what} in place"))
+        } else if i == applied.done {
+            let error = applied.result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            Computed::new(type_, false, reason::APPLY_FAILED, error)
+        } else {
+            Computed::new(type_, false, reason::PROGRESSING, "waiting for the parts before it")
+        });
+    }
+    match &applied.result {
+        Ok(()) => {
+            let message = format!(
+                "namespace {} is provisioned: {} role bindings, quota, limit range, {} network policies",
+                valid.namespace,
+                bundle.role_bindings.len(),
+                bundle.network_policies.len()
+            );
+            computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
+            computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
+        }
+        Err(error) => {
+            let message = format!("provisioning is retrying: {error}");
+            computed.push(Computed::new(conditions::READY, false, reason::APPLY_FAILED, &message));
+            computed.push(Computed::new(conditions::RECONCILING, true, reason::APPLY_FAILED, &message));
+        }
+    }
+    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
+    computed
+}
+
+/// The status a pass computed (pure), given the current one.
+pub fn next_status(domain: &DataDomain, provisioned: Option<(String, i32)>, computed: &[Computed], now: &Time) -> DataDomainStatus {
+    let current = domain.status.clone().unwrap_or_default();
+    let (namespace, data_products) = match provisioned {
+        Some((ns, count)) => (Some(ns), Some(count)),
+        None => (None, None),
+    };
+    DataDomainStatus {
+        namespace,
+        data_products,
+        observed_generation: domain.metadata.generation,
+        conditions: conditions::merge(&current.conditions, computed, domain.metadata.generation, now),
+    }
+}
+
+/// Patches the status only when it differs from what the domain carries.
+async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i32)>, computed: Vec<Computed>) -> Result<()> {
+    let status = next_status(domain, provisioned, &computed, &now());
+    if domain.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": DataDomain::api_version(&()),
+        "kind": KIND,
+        "status": status,
+    });
+    Api::<DataDomain>::all(ctx.client.clone())
+        .patch_status(&domain.name_any(), &PatchParams::apply(keys::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube(format!("patching status of DataDomain {}", domain.name_any())))?;
+    Ok(())
+}
+
+fn now() -> Time {
+    // Kubernetes stores times to the second; so do we, or every comparison differs.
+    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
+}
+
+async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
+    if domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
+        return Ok(());
+    }
+    let mut finalizers = domain.finalizers().to_vec();
+    finalizers.push(keys::FINALIZER_DOMAIN.to_string());
+    patch_finalizers(domain, ctx, finalizers).await
+}
+
+/// Replaces the finalizer list, guarded by the resourceVersion it was read
+/// at, so a concurrent change is retried instead of overwritten.
+async fn patch_finalizers(domain: &DataDomain, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
+    Api::<DataDomain>::all(ctx.client.clone())
+        .patch(&domain.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("updating finalizers of DataDomain {}", domain.name_any())))?;
+    Ok(())
+}
+
+/// Runs the deletion policy. `Block` waits while products remain; the
+/// namespace is deleted only when meshplane owns it. Never blocks on anything
+/// but the user's own products: a missing namespace or CRD is no obstacle.
+async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
+    if !domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
+        return Ok(Action::await_change());
+    }
+    let namespace = domain_namespace(domain, ctx);
+    let owned = match Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&namespace)
+        .await
+        .map_err(Error::kube(format!("reading namespace {namespace}")))?
+    {
+        Some(ns) => domain.metadata.uid.as_deref().is_some_and(|uid| ns.owner_references().iter().any(|o| o.uid == uid)),
+        None => false,
+    };
+    if owned {
+        if domain.spec.deletion_policy == crate::api::domain::DomainDeletionPolicy::Block {
+            // Ask the API server, not the cache: a product the cache has not
+            // seen yet must not be deleted with the namespace.
+            let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace).list_metadata(&ListParams::default()).await {
+                Ok(list) => list.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                Err(e) => return Err(Error::kube(format!("listing DataProducts in {namespace}"))(e)),
+            };
+            if !products.is_empty() {
+                let shown: Vec<&str> = products.iter().take(5).map(String::as_str).collect();
+                let message = format!(
+                    "deletion waits: namespace {namespace} holds {} DataProduct(s) ({}{}); delete them, or set spec.deletionPolicy: Cascade to delete them with the domain",
+                    products.len(),
+                    shown.join(", "),
+                    if products.len() > shown.len() { ", ..." } else { "" }
+                );
+                let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
+                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone()).await;
+                }
+                let computed = vec![
+                    Computed::new(conditions::READY, false, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(conditions::DELETING, true, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(conditions::RECONCILING, true, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
+                ];
+                let provisioned = Some((namespace.clone(), products.len() as i32));
+                write_status(domain, ctx, provisioned, computed).await?;
+                // Product deletions trigger a pass through the product watch;
+                // the requeue is a safety net.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        }
+        match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {
+            Ok(_) => {
+                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", format!("Deleted namespace {namespace} ({:?} policy)", domain.spec.deletion_policy))
+                    .await
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),
+        }
+    }
+    let remaining: Vec<String> = domain.finalizers().iter().filter(|f| *f != keys::FINALIZER_DOMAIN).cloned().collect();
+    patch_finalizers(domain, ctx, remaining).await?;
+    Ok(Action::await_change())
+}

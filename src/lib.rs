@@ -1,0 +1,13 @@
+//! meshplane: a Kubernetes operator that makes a cluster a self-serve data-mesh
+//! platform. `main.rs` only parses arguments; everything lives here.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apply;
+pub mod controllers;
+pub mod crds;
+pub mod keys;
+pub mod render;
+pub mod run;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,98 @@
+//! The `meshplane` command line: parses arguments and calls into the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use meshplane::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "meshplane", version, about = "A Kubernetes operator that makes a cluster a self-serve data-mesh platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers, Prometheus metrics and health endpoints.
+    Run(RunArgs),
+    /// Print every CustomResourceDefinition as YAML, generated from the Rust types.
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Prefix of a domain's namespace when its spec names none.
+    #[arg(long, env = "MESHPLANE_NAMESPACE_PREFIX", default_value = "dm-")]
+    namespace_prefix: String,
+    /// The namespace meshplane runs in; Strict domains admit traffic from it.
+    #[arg(long, env = "MESHPLANE_PLATFORM_NAMESPACE", default_value = "meshplane-system")]
+    platform_namespace: String,
+    /// How often every object is reconciled again without an event (e.g. 5m, 30s).
+    #[arg(long, env = "MESHPLANE_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    resync: Duration,
+    /// How many objects of one kind are reconciled at once.
+    #[arg(long, env = "MESHPLANE_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MESHPLANE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "MESHPLANE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}` is not a duration such as 30s, 5m or 1h")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => match meshplane::crds::to_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: rendering CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!("meshplane {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            telemetry::init_logging(args.log_format);
+            let options = meshplane::run::RunOptions {
+                namespace_prefix: args.namespace_prefix,
+                platform_namespace: args.platform_namespace,
+                resync: args.resync,
+                concurrency: args.concurrency,
+                metrics_addr: args.metrics_addr,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+            match runtime.block_on(meshplane::run::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "meshplane stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! DataDomain -> the Kubernetes objects of its tenant. Pure: no client, no
+//! clock; a test feeds a manifest and asserts on the objects.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject as RbacSubject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use crate::api::domain::NetworkIsolation;
+use crate::api::{DataDomain, DataDomainSpec, Subject};
+use crate::keys;
+
+/// Operator-wide settings that shape what a domain gets.
+#[derive(Clone, Debug)]
+pub struct DomainSettings {
+    /// Prefix of a domain's default namespace name.
+    pub namespace_prefix: String,
+    /// The namespace meshplane runs in; Strict domains admit traffic from it.
+    pub platform_namespace: String,
+}
+
+impl Default for DomainSettings {
+    fn default() -> Self {
+        DomainSettings { namespace_prefix: "dm-".into(), platform_namespace: "meshplane-system".into() }
+    }
+}
+
+/// A spec problem only the controller can see. Permanent: the domain is
+/// `Stalled` until its spec (or the operator's settings) change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainSpecError {
+    #[error("the namespace name `{namespace}` (prefix `{prefix}` + domain name) is longer than 63 characters; set spec.namespace to a shorter name")]
+    NamespaceTooLong { namespace: String, prefix: String },
+    #[error("spec.namespace `{namespace}` is reserved for {why}; choose another namespace")]
+    NamespaceReserved { namespace: String, why: &'static str },
+    #[error("the DataDomain has no uid yet")]
+    MissingUid,
+}
+
+/// A DataDomain whose spec passed the controller's checks, with the names
+/// derived from it.
+#[derive(Debug, Clone)]
+pub struct ValidDomain<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub namespace: String,
+    pub spec: &'a DataDomainSpec,
+}
+
+/// The namespace a domain asks for or gets by default (not yet checked).
+pub fn namespace_name(domain: &DataDomain, settings: &DomainSettings) -> String {
+    domain
+        .spec
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("{}{}", settings.namespace_prefix, domain.metadata.name.as_deref().unwrap_or_default()))
+}
+
+/// Checks what the CRD schema cannot, and derives the domain's names.
+pub fn validate<'a>(domain: &'a DataDomain, settings: &DomainSettings) -> Result<ValidDomain<'a>, DomainSpecError> {
+    let uid = domain.metadata.uid.as_deref().ok_or(DomainSpecError::MissingUid)?;
+    let namespace = namespace_name(domain, settings);
+    if namespace.len() > 63 {
+        return Err(DomainSpecError::NamespaceTooLong { namespace, prefix: settings.namespace_prefix.clone() });
+    }
+    if namespace == settings.platform_namespace {
+        return Err(DomainSpecError::NamespaceReserved { namespace, why: "the meshplane platform" });
+    }
+    Ok(ValidDomain { name: domain.metadata.name.as_deref().unwrap_or_default(), uid, namespace, spec: &domain.spec })
+}
+
+/// Everything a domain's tenant consists of, in apply order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainBundle {
+    pub namespace: Namespace,
+    pub role_bindings: Vec<RoleBinding>,
+    pub quota: ResourceQuota,
+    pub limit_range: LimitRange,
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// Renders the whole tenant of a validated domain.
+pub fn render(domain: &ValidDomain<'_>, settings: &DomainSettings) -> DomainBundle {
+    DomainBundle {
+        namespace: render_namespace(domain),
+        role_bindings: render_role_bindings(domain),
+        quota: render_quota(domain),
+        limit_range: render_limit_range(domain),
+        network_policies: render_network_policies(domain, settings),
+    }
+}
+
+/// The owner reference every child of a domain carries, so the garbage
+/// collector removes them with the domain.
+pub fn owner_reference(domain: &ValidDomain<'_>) -> OwnerReference {
+    OwnerReference {
+        api_version: DataDomain::api_version(&()).into_owned(),
+        kind: DataDomain::kind(&()).into_owned(),
+        name: domain.name.to_string(),
+        uid: domain.uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn labels(domain: &ValidDomain<'_>, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
+        (keys::LABEL_DOMAIN.to_string(), domain.name.to_string()),
+        (keys::LABEL_COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+fn meta(domain: &ValidDomain<'_>, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(domain.namespace.clone()),
+        labels: Some(labels(domain, component)),
+        owner_references: Some(vec![owner_reference(domain)]),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn render_namespace(domain: &ValidDomain<'_>) -> Namespace {
+    let mut labels = labels(domain, "namespace");
+    for (key, value) in [
+        (keys::POD_SECURITY_ENFORCE, keys::POD_SECURITY_LEVEL),
+        (keys::POD_SECURITY_ENFORCE_VERSION, keys::POD_SECURITY_VERSION),
+        (keys::POD_SECURITY_WARN, keys::POD_SECURITY_LEVEL),
+        (keys::POD_SECURITY_WARN_VERSION, keys::POD_SECURITY_VERSION),
+        (keys::POD_SECURITY_AUDIT, keys::POD_SECURITY_LEVEL),
+    ] {
+        labels.insert(key.to_string(), value.to_string());
+    }
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(domain.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(domain)]),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+fn rbac_subject(subject: &Subject) -> RbacSubject {
+    RbacSubject {
+        kind: subject.kind.as_str().to_string(),
+        name: subject.name.clone(),
+        namespace: subject.namespace.clone(),
+        api_group: match subject.kind {
+            crate::api::SubjectKind::ServiceAccount => Some(String::new()),
+            _ => Some("rbac.authorization.k8s.io".to_string()),
+        },
+    }
+}
+
+/// One RoleBinding per audience, always rendered (with no subjects when the
+/// list is empty) so that emptying a list in the spec empties the binding.
+pub fn render_role_bindings(domain: &ValidDomain<'_>) -> Vec<RoleBinding> {
+    [
+        (keys::ROLE_BINDING_OWNERS, keys::CLUSTER_ROLE_DOMAIN_ADMIN, &domain.spec.owners),
+        (keys::ROLE_BINDING_MEMBERS, keys::CLUSTER_ROLE_DOMAIN_MEMBER, &domain.spec.members),
+        (keys::ROLE_BINDING_VIEWERS, keys::CLUSTER_ROLE_DOMAIN_VIEWER, &domain.spec.viewers),
+    ]
+    .into_iter()
+    .map(|(name, role, subjects)| {
+        let mut subjects: Vec<RbacSubject> = subjects.iter().map(rbac_subject).collect();
+        // The spec's order is the user's; a stable order keeps the applied
+        // object identical when only the order changed.
+        subjects.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+        subjects.dedup();
+        RoleBinding {
+            metadata: meta(domain, name, "access"),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: Some(subjects),
+        }
+    })
+    .collect()
+}
+
+pub fn render_quota(domain: &ValidDomain<'_>) -> ResourceQuota {
+    let q = &domain.spec.quota;
+    let hard = BTreeMap::from([
+        ("requests.cpu".to_string(), q.cpu.clone()),
+        ("limits.cpu".to_string(), q.cpu.clone()),
+        ("requests.memory".to_string(), q.memory.clone()),
+        ("limits.memory".to_string(), q.memory.clone()),
+        ("requests.storage".to_string(), q.storage.clone()),
+        ("persistentvolumeclaims".to_string(), Quantity(q.persistent_volume_claims.to_string())),
+        (format!("count/dataproducts.{}", keys::GROUP), Quantity(q.data_products.to_string())),
+    ]);
+    ResourceQuota {
+        metadata: meta(domain, keys::RESOURCE_QUOTA, "quota"),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        ..ResourceQuota::default()
+    }
+}
+
+/// Defaults for containers that declare no resources, so that pods in a
+/// namespace with a quota on CPU and memory are admitted at all.
+pub fn render_limit_range(domain: &ValidDomain<'_>) -> LimitRange {
+    let pair = |cpu: &str, memory: &str| {
+        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))])
+    };
+    LimitRange {
+        metadata: meta(domain, keys::LIMIT_RANGE, "quota"),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: Some(pair("500m", "512Mi")),
+                default_request: Some(pair("100m", "128Mi")),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+fn namespace_peer(name: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(keys::LABEL_NAMESPACE_NAME.to_string(), name.to_string())])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn same_namespace_peer() -> NetworkPolicyPeer {
+    NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..NetworkPolicyPeer::default() }
+}
+
+fn policy(domain: &ValidDomain<'_>, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
+    NetworkPolicy { metadata: meta(domain, name, "network"), spec: Some(spec) }
+}
+
+/// `Strict`: deny all ingress and egress, then allow the same domain, the
+/// platform namespace (ingress), cluster DNS and the domain's egress CIDRs
+/// (egress). `Open`: no policies at all.
+pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettings) -> Vec<NetworkPolicy> {
+    if domain.spec.network.isolation == NetworkIsolation::Open {
+        return Vec::new();
+    }
+    let all_pods = LabelSelector::default();
+    let types = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let mut policies = vec![
+        policy(
+            domain,
+            keys::NETWORK_POLICY_DEFAULT_DENY,
+            NetworkPolicySpec { pod_selector: Some(all_pods.clone()), policy_types: types(&["Ingress", "Egress"]), ..Default::default() },
+        ),
+        policy(
+            domain,
+            keys::NETWORK_POLICY_SAME_DOMAIN,
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: types(&["Ingress", "Egress"]),
+                ingress: Some(vec![NetworkPolicyIngressRule { from: Some(vec![same_namespace_peer()]), ..Default::default() }]),
+                egress: Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace_peer()]), ..Default::default() }]),
+            },
+        ),
+        policy(
+            domain,
+            keys::NETWORK_POLICY_PLATFORM,
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: types(&["Ingress"]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![namespace_peer(&settings.platform_namespace)]),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            domain,
+            keys::NETWORK_POLICY_DNS,
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: types(&["Egress"]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: namespace_peer("kube-system").namespace_selector,
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+                            ..LabelSelector::default()
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(
+                        ["UDP", "TCP"]
+                            .into_iter()
+                            .map(|protocol| NetworkPolicyPort {
+                                port: Some(IntOrString::Int(53)),
+                                protocol: Some(protocol.into()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                }]),
+                ..Default::default()
+            },
+        ),
+    ];
+    if !domain.spec.network.egress_cidrs.is_empty() {
+        policies.push(policy(
+            domain,
+            keys::NETWORK_POLICY_EGRESS_CIDRS,
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods),
+                policy_types: types(&["Egress"]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(
+                        domain
+                            .spec
+                            .network
+                            .egress_cidrs
+                            .iter()
+                            .map(|cidr| NetworkPolicyPeer {
+                                ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+        ));
+    }
+    policies
+}
