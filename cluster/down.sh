@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Stops exactly the processes `cluster/up.sh` started (by their recorded PIDs,
-# never by name) and removes the cluster's state folder.
+# never by name), and the meshplane process the tests started, and removes
+# the cluster's state folder.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 stopped=0
 # Reverse start order: clients of the API server first, etcd last.
-for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for c in meshplane kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$c.pid"
   if pid_alive "$f"; then
     kill -TERM "$(cat "$f")" 2>/dev/null || true
@@ -14,7 +15,7 @@ for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   fi
 done
 deadline=$((SECONDS + 20))
-for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for c in meshplane kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$PIDS/$c.pid"
   while pid_alive "$f"; do
     if [ $SECONDS -ge $deadline ]; then

@@ -80,9 +80,7 @@ pub struct DataDomainSpec {
     /// StorageClasses that the domain's DataProducts may use. Empty means any
     /// class of the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.all(c, c.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(c) <= 253)")
-        .message("each storage class must be a DNS subdomain name"))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     pub storage_classes: Vec<String>,
 
     /// What happens to the domain's namespace when the domain is deleted.
@@ -99,19 +97,19 @@ pub struct DataDomainSpec {
 pub struct DomainQuota {
     /// CPU the namespace's pods may request and be limited to, in total.
     #[serde(default = "default_cpu")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && quantity(self).sign() >= 0")
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && !quantity(self).isLessThan(quantity('0'))")
         .message("must be a non-negative quantity such as 8 or 500m"))]
     pub cpu: Quantity,
 
     /// Memory the namespace's pods may request and be limited to, in total.
     #[serde(default = "default_memory")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && quantity(self).sign() >= 0")
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && !quantity(self).isLessThan(quantity('0'))")
         .message("must be a non-negative quantity such as 32Gi"))]
     pub memory: Quantity,
 
     /// Storage that the namespace's PersistentVolumeClaims may request, in total.
     #[serde(default = "default_storage")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && quantity(self).sign() >= 0")
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : isQuantity(self) && !quantity(self).isLessThan(quantity('0'))")
         .message("must be a non-negative quantity such as 500Gi"))]
     pub storage: Quantity,
 
@@ -167,7 +165,7 @@ pub struct DomainNetwork {
     /// Address ranges outside the cluster that pods of a `Strict` domain may
     /// reach (an object store, a database), in CIDR notation.
     #[serde(default, rename = "egressCIDRs", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"))]
     pub egress_cidrs: Vec<String>,
 }

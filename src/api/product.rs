@@ -62,8 +62,7 @@ pub struct DataProductSpec {
 
     /// Free-form keywords for catalog search.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(t, size(t) >= 1 && size(t) <= 63)").message("each tag must be 1 to 63 characters"))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
     pub tags: Vec<String>,
 }
 

@@ -56,7 +56,11 @@ pub async fn controller<S, N, R, Q, L, P, D>(
     D: Stream<Item = Result<PartialObjectMeta<DataProduct>, watcher::Error>> + Send + 'static,
 {
     let namespaces = ctx.caches.namespaces.clone();
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    // The debounce lets a burst of events (a pass's own children arriving in
+    // the caches, its status write) settle into one pass that sees them all.
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.concurrency)
+        .debounce(Duration::from_millis(500));
     let (domains, domain_events) = watches.domains;
     Controller::for_stream(domain_events, domains)
         .with_config(config)
@@ -180,26 +184,25 @@ async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBund
     let result = async {
         let c = &ctx.caches;
         let a = &ctx.applier;
-        record(domain, ctx, "Namespace", &valid.namespace, a.apply(&c.namespaces, &bundle.namespace).await?).await;
+        record(domain, ctx, &bundle.namespace, a.apply(&c.namespaces, &bundle.namespace).await?).await;
         done += 1;
         for rb in &bundle.role_bindings {
-            record(domain, ctx, "RoleBinding", &rb.name_any(), a.apply(&c.role_bindings, rb).await?).await;
+            record(domain, ctx, rb, a.apply(&c.role_bindings, rb).await?).await;
         }
         done += 1;
-        record(domain, ctx, "ResourceQuota", &bundle.quota.name_any(), a.apply(&c.quotas, &bundle.quota).await?).await;
-        record(domain, ctx, "LimitRange", &bundle.limit_range.name_any(), a.apply(&c.limit_ranges, &bundle.limit_range).await?)
-            .await;
+        record(domain, ctx, &bundle.quota, a.apply(&c.quotas, &bundle.quota).await?).await;
+        record(domain, ctx, &bundle.limit_range, a.apply(&c.limit_ranges, &bundle.limit_range).await?).await;
         done += 1;
         for np in &bundle.network_policies {
-            record(domain, ctx, "NetworkPolicy", &np.name_any(), a.apply(&c.network_policies, np).await?).await;
+            record(domain, ctx, np, a.apply(&c.network_policies, np).await?).await;
         }
         // Prune only after every apply succeeded: policies the spec no longer
         // asks for (isolation turned Open, egress CIDRs removed).
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
         let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
         for name in pruned {
-            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace))
-                .await;
+            let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);
+            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", note, None).await;
         }
         done += 1;
         Ok::<(), Error>(())
@@ -213,25 +216,37 @@ fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
         && object.meta().owner_references.iter().flatten().any(|o| o.uid == domain.uid)
 }
 
-/// Counts the write and emits the Event that makes it part of the audit trail.
-async fn record(domain: &DataDomain, ctx: &Context, kind: &str, name: &str, outcome: Outcome) {
-    ctx.metrics.applied(kind, outcome.as_str());
-    let (reason, verb) = match outcome {
+/// Counts the write and emits the Event that makes it part of the audit
+/// trail, naming the child as the Event's related object.
+async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, outcome: Outcome) {
+    let kind = K::kind(&());
+    ctx.metrics.applied(&kind, outcome.as_str());
+    let reason = match outcome {
         Outcome::Unchanged => return,
-        Outcome::Created => ("Created", "Created"),
+        Outcome::Created => "Created",
         // An update of an existing child is drift being corrected or a spec change.
-        Outcome::Updated => ("Updated", "Updated"),
+        Outcome::Updated => "Updated",
     };
-    let place = if kind == "Namespace" { String::new() } else { format!(" in namespace {}", domain_namespace(domain, ctx)) };
-    publish(domain, ctx, EventType::Normal, reason, "Provision", format!("{verb} {kind} {name}{place}")).await;
+    let name = child.meta().name.as_deref().unwrap_or_default();
+    let place = child.meta().namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+    let note = format!("{reason} {kind} {name}{place}");
+    publish(domain, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
 fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
     render::namespace_name(domain, &ctx.settings.domain)
 }
 
-async fn publish(domain: &DataDomain, ctx: &Context, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+async fn publish(
+    domain: &DataDomain,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
     if let Err(error) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
         tracing::warn!(domain = %domain.name_any(), %error, "could not publish event");
     }
@@ -242,7 +257,7 @@ async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &s
     let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let already = current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
     if !already {
-        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string()).await;
+        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
     }
 }
 
@@ -393,7 +408,7 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 );
                 let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
                 if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
-                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone()).await;
+                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
                 }
                 let computed = vec![
                     Computed::new(conditions::READY, false, reason::DATA_PRODUCTS_REMAIN, &message),
@@ -410,8 +425,8 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
         }
         match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {
             Ok(_) => {
-                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", format!("Deleted namespace {namespace} ({:?} policy)", domain.spec.deletion_policy))
-                    .await
+                let note = format!("Deleted namespace {namespace} ({:?} deletion policy)", domain.spec.deletion_policy);
+                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", note, None).await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),

@@ -1,0 +1,65 @@
+# meshplane: the two commands a newcomer needs are `make dev` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CLUSTER_DIR := target/cluster
+export KUBECONFIG := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
+KUBE_BIN = $(shell source cluster/lib.sh && echo $$KUBERNETES_BIN)
+HELM_BIN = $(shell source cluster/lib.sh && echo $$HELM_BIN)
+KUBECTL = $(KUBE_BIN)/kubectl
+
+.PHONY: help
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the meshplane binary
+	cargo build
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	cargo run --quiet -- crds > crds/meshplane.yaml
+
+.PHONY: cluster
+cluster: ## Start the local control plane (builds it on first use)
+	cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove its state
+	cluster/down.sh
+
+.PHONY: install
+install: cluster ## Install the CRDs and meshplane's RBAC into the local cluster
+	$(KUBECTL) apply --server-side --force-conflicts -k deploy/base
+	$(KUBECTL) wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+.PHONY: dev
+dev: install build ## Run meshplane against the local cluster with examples/ applied
+	$(KUBECTL) apply -f examples/
+	@echo "meshplane runs in the foreground as its own ServiceAccount; Ctrl-C stops it."
+	@echo "In another shell: export KUBECONFIG=$(KUBECONFIG) PATH=$(KUBE_BIN):\$$PATH; kubectl get dd"
+	KUBECONFIG=$$(cluster/operator-kubeconfig.sh) ./target/debug/meshplane run --metrics-addr 127.0.0.1:8080
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests (no cluster)
+	cargo test --lib --bins
+
+.PHONY: crds-check
+crds-check: ## Fail when crds/ differs from `meshplane crds`
+	@cargo run --quiet -- crds | diff -u crds/meshplane.yaml - \
+		|| { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
+	@echo "crds/ is up to date"
+
+.PHONY: integration
+integration: cluster ## Integration tests against the local control plane
+	cargo test --test cluster --test domain -- --test-threads 8
+	# Alone, after the others: it reads the API server's request counters.
+	cargo test --test steady_state
+
+.PHONY: test
+test: lint unit crds-check integration ## Everything CI runs

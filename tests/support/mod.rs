@@ -1,0 +1,228 @@
+//! Test support for integration tests against the local control plane.
+//!
+//! - [`cluster`] starts the control plane once per run if it is not running
+//!   (`cluster/up.sh`) and returns an admin client.
+//! - [`operator`] installs the CRDs and RBAC and runs one meshplane process per
+//!   run, as its own ServiceAccount, restarted when the binary was rebuilt.
+//! - [`unique`] names a domain or namespace per test, so tests run in parallel.
+//! - [`wait_until`] polls a condition with a deadline: no fixed sleeps.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("MESHPLANE_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster"))
+}
+
+pub fn kubeconfig_path() -> PathBuf {
+    cluster_dir().join("kubeconfig")
+}
+
+/// The path of a binary the cluster scripts build (`kubectl`, `helm`, ...).
+pub fn bin(name: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source cluster/lib.sh && bin_path {name}"))
+        .current_dir(repo_root())
+        .output()
+        .expect("running bash");
+    assert!(out.status.success(), "cannot locate {name}: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// An exclusive lock shared by every test process of this checkout.
+fn lock(name: &str) -> File {
+    let dir = repo_root().join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).unwrap();
+    file.lock().expect("locking");
+    file
+}
+
+fn cluster_ready() -> bool {
+    kubeconfig_path().exists() && kubectl_output(&["get", "--raw", "/readyz"]).status.success()
+}
+
+/// Starts the local control plane unless it runs, once for all tests.
+pub fn ensure_cluster() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let _guard = lock("cluster-up.lock");
+        if cluster_ready() {
+            return;
+        }
+        let status = Command::new(repo_root().join("cluster/up.sh")).status().expect("running cluster/up.sh");
+        assert!(status.success(), "cluster/up.sh failed");
+    });
+}
+
+/// An admin client of the local control plane (started if needed).
+pub async fn cluster() -> Client {
+    ensure_cluster();
+    client_for(&kubeconfig_path()).await
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("loading kubeconfig");
+    Client::try_from(config).expect("building client")
+}
+
+/// Runs kubectl against the local cluster as admin.
+pub fn kubectl_output(args: &[&str]) -> Output {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    let kubectl = KUBECTL.get_or_init(|| bin("kubectl"));
+    Command::new(kubectl).args(args).env("KUBECONFIG", kubeconfig_path()).output().expect("running kubectl")
+}
+
+/// Runs kubectl and returns its stdout; panics with stderr on failure.
+pub fn kubectl(args: &[&str]) -> String {
+    let out = kubectl_output(args);
+    assert!(out.status.success(), "kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs kubectl with a manifest on stdin.
+pub fn kubectl_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    let kubectl = KUBECTL.get_or_init(|| bin("kubectl"));
+    let mut child = Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `kubectl apply -f -` of a manifest; panics on failure.
+pub fn apply(manifest: &str) {
+    let out = kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(out.status.success(), "kubectl apply failed: {}\n{manifest}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A name unique to this test process and call: lower case, starts with a
+/// letter, short enough for a namespace with a prefix.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{:x}{:x}{n}", std::process::id() % 0xfff, nanos % 0xffff)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming
+/// what was awaited. The poll interval is short: deadlines, not sleeps.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The meshplane operator used by the tests: one process per run, as its own
+/// ServiceAccount with the shipped RBAC, resyncing every 2 seconds so that
+/// steady-state checks see many forced resyncs. Returns its metrics address.
+pub fn operator() -> String {
+    static STARTED: Mutex<Option<String>> = Mutex::new(None);
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(addr) = started.as_ref() {
+        return addr.clone();
+    }
+    ensure_cluster();
+    let _guard = lock("operator.lock");
+    let dir = cluster_dir();
+    let pid_file = dir.join("pids/meshplane.pid");
+    let addr_file = dir.join("meshplane.addr");
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
+    // Reuse a running operator only if it runs this very build.
+    if let (Ok(pid), Ok(addr)) = (std::fs::read_to_string(&pid_file), std::fs::read_to_string(&addr_file)) {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).ok();
+        if exe.as_deref() == Some(binary.as_path()) {
+            *started = Some(addr.clone());
+            return addr;
+        }
+        if exe.is_some_and(|e| e.to_string_lossy().contains("meshplane")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+            wait_gone(pid.trim());
+        }
+    }
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-k", repo_root().join("deploy/base").to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
+    assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(dir.join("pids")).unwrap();
+    let log = OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane.log")).unwrap();
+    let child = Command::new(&binary)
+        .args(["run", "--resync", "2s", "--metrics-addr", &addr])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,meshplane=debug,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting meshplane");
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
+    std::fs::write(&addr_file, &addr).unwrap();
+    // Ready means every cache has synced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_get(&addr, "/readyz").is_some_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "meshplane did not become ready; see {}", dir.join("logs/meshplane.log").display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    *started = Some(addr.clone());
+    addr
+}
+
+fn wait_gone(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
