@@ -65,7 +65,14 @@ impl Applier {
     /// every field of it.
     pub async fn apply<K>(&self, cache: &Store<K>, desired: &K) -> Result<Outcome, ApplyError>
     where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource<DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
     {
         let name = desired.name_any();
         let namespace = desired.namespace();
@@ -73,38 +80,67 @@ impl Applier {
         if let Some(ns) = &namespace {
             key = key.within(ns);
         }
-        let error = |source| ApplyError { kind: K::kind(&()).into_owned(), name: name.clone(), source };
-        let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let error = |source| ApplyError {
+            kind: K::kind(&()).into_owned(),
+            name: name.clone(),
+            source,
+        };
+        let mut body =
+            serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
         let current = cache.get(&key);
         if let Some(current) = &current {
-            let current = serde_json::to_value(current.as_ref()).map_err(|e| error(kube::Error::SerdeError(e)))?;
+            let current = serde_json::to_value(current.as_ref())
+                .map_err(|e| error(kube::Error::SerdeError(e)))?;
             if contains(&current, &body) {
                 return Ok(Outcome::Unchanged);
             }
         }
         let params = PatchParams::apply(keys::FIELD_MANAGER).force();
-        self.api::<K>(namespace.as_deref()).patch(&name, &params, &Patch::Apply(&body)).await.map_err(error)?;
-        Ok(if current.is_some() { Outcome::Updated } else { Outcome::Created })
+        self.api::<K>(namespace.as_deref())
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(error)?;
+        Ok(if current.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        })
     }
 
     /// Deletes the cached objects that `owned` selects and `keep` does not
     /// name. Called only after every apply of a pass succeeded.
-    pub async fn prune<K>(&self, cache: &Store<K>, owned: impl Fn(&K) -> bool, keep: &[String]) -> Result<Vec<String>, ApplyError>
+    pub async fn prune<K>(
+        &self,
+        cache: &Store<K>,
+        owned: impl Fn(&K) -> bool,
+        keep: &[String],
+    ) -> Result<Vec<String>, ApplyError>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     {
         let mut pruned = Vec::new();
         for object in cache.state() {
             let name = object.name_any();
-            if !owned(&object) || keep.contains(&name) || object.meta().deletion_timestamp.is_some() {
+            if !owned(&object) || keep.contains(&name) || object.meta().deletion_timestamp.is_some()
+            {
                 continue;
             }
-            match self.api::<K>(object.namespace().as_deref()).delete(&name, &DeleteParams::background()).await {
+            match self
+                .api::<K>(object.namespace().as_deref())
+                .delete(&name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => pruned.push(name),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => return Err(ApplyError { kind: K::kind(&()).into_owned(), name, source }),
+                Err(source) => {
+                    return Err(ApplyError {
+                        kind: K::kind(&()).into_owned(),
+                        name,
+                        source,
+                    });
+                }
             }
         }
         Ok(pruned)
@@ -121,7 +157,9 @@ pub fn contains(actual: &Value, desired: &Value) -> bool {
             Some(av) => contains(av, dv),
             None => is_zero(dv),
         }),
-        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(av, dv)| contains(av, dv)),
+        (Value::Array(a), Value::Array(d)) => {
+            a.len() == d.len() && a.iter().zip(d).all(|(av, dv)| contains(av, dv))
+        }
         (Value::String(a), Value::String(d)) => a == d || quantities_equal(a, d),
         (Value::Number(a), Value::Number(d)) => a.as_f64() == d.as_f64(),
         (Value::Null, d) => is_zero(d),
@@ -143,7 +181,9 @@ fn is_zero(v: &Value) -> bool {
 /// Parses a Kubernetes quantity ("500m", "2Gi", "1e3", "8") to a number.
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor = match suffix {
@@ -192,14 +232,18 @@ mod tests {
     fn a_changed_or_missing_field_is_a_difference() {
         let actual = json!({"spec": {"hard": {"cpu": "8"}}});
         assert!(!contains(&actual, &json!({"spec": {"hard": {"cpu": "9"}}})));
-        assert!(!contains(&actual, &json!({"spec": {"hard": {"memory": "1Gi"}}})));
+        assert!(!contains(
+            &actual,
+            &json!({"spec": {"hard": {"memory": "1Gi"}}})
+        ));
         assert!(!contains(&json!({"l": [1, 2]}), &json!({"l": [1]})));
     }
 
     #[test]
     fn zero_values_match_absent_fields() {
         let actual = json!({"subjects": [{"kind": "ServiceAccount", "name": "a"}]});
-        let desired = json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
+        let desired =
+            json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
         assert!(contains(&actual, &desired));
     }
 

@@ -43,15 +43,30 @@ pub struct Computed {
 }
 
 impl Computed {
-    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Computed { type_, status, reason, message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Computed {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Merges computed conditions into the current list: a condition keeps its
 /// `lastTransitionTime` unless its status flipped; `now` stamps new and
 /// flipped ones. Conditions of types not computed this pass are dropped.
-pub fn merge(current: &[Condition], computed: &[Computed], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    current: &[Condition],
+    computed: &[Computed],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     computed
         .iter()
         .map(|c| {
@@ -75,5 +90,8 @@ pub fn merge(current: &[Condition], computed: &[Computed], generation: Option<i6
 
 /// The status (`True`/`False`/`Unknown`) of a condition type, if present.
 pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
-    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
 }

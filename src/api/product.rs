@@ -24,11 +24,36 @@ use super::Condition;
     doc = "A data product of a domain: owned by a domain team, declared in the domain's namespace, published in the catalog.",
     category = "datamesh",
     status = "DataProductStatus",
-    printcolumn(name = "Domain", type_ = "string", json_path = ".status.domain", description = "The owning DataDomain"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the product is fully provisioned"),
-    printcolumn(name = "Classification", type_ = "string", json_path = ".spec.classification", description = "Sensitivity of the product's data"),
-    printcolumn(name = "Lifecycle", type_ = "string", json_path = ".spec.lifecycle", description = "Maturity of the product"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time since creation")
+    printcolumn(
+        name = "Domain",
+        type_ = "string",
+        json_path = ".status.domain",
+        description = "The owning DataDomain"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the product is fully provisioned"
+    ),
+    printcolumn(
+        name = "Classification",
+        type_ = "string",
+        json_path = ".spec.classification",
+        description = "Sensitivity of the product's data"
+    ),
+    printcolumn(
+        name = "Lifecycle",
+        type_ = "string",
+        json_path = ".spec.lifecycle",
+        description = "Maturity of the product"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        description = "Time since creation"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DataProductSpec {
@@ -67,7 +92,9 @@ pub struct DataProductSpec {
 }
 
 /// Maturity of a data product.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Lifecycle {
     #[default]
     Experimental,
@@ -76,7 +103,19 @@ pub enum Lifecycle {
 }
 
 /// Sensitivity of a data product's data, from least to most sensitive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Classification {
     Public,
     #[default]

@@ -73,7 +73,9 @@ pub async fn controller<S, N, R, Q, L, P, D>(
         // unblock the domain's deletion.
         .watches_stream(watches.products, move |product| {
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
-            Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
+            Some(ObjectRef::<DataDomain>::new(
+                ns.labels().get(keys::LABEL_DOMAIN)?,
+            ))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -115,10 +117,23 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
             return Ok(Action::requeue(ctx.settings.resync));
         }
         NamespaceState::Terminating => {
-            let message = format!("namespace `{}` is still being deleted; waiting to create it again", valid.namespace);
+            let message = format!(
+                "namespace `{}` is still being deleted; waiting to create it again",
+                valid.namespace
+            );
             let computed = vec![
-                Computed::new(conditions::READY, false, reason::NAMESPACE_TERMINATING, &message),
-                Computed::new(conditions::RECONCILING, true, reason::NAMESPACE_TERMINATING, &message),
+                Computed::new(
+                    conditions::READY,
+                    false,
+                    reason::NAMESPACE_TERMINATING,
+                    &message,
+                ),
+                Computed::new(
+                    conditions::RECONCILING,
+                    true,
+                    reason::NAMESPACE_TERMINATING,
+                    &message,
+                ),
                 Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
             ];
             write_status(&domain, &ctx, None, computed).await?;
@@ -131,7 +146,13 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
     let applied = apply(&domain, &valid, &bundle, &ctx).await;
     let products = product_count(&valid.namespace, &ctx);
     let computed = provisioned_conditions(&valid, &bundle, &applied);
-    write_status(&domain, &ctx, Some((valid.namespace.clone(), products)), computed).await?;
+    write_status(
+        &domain,
+        &ctx,
+        Some((valid.namespace.clone(), products)),
+        computed,
+    )
+    .await?;
     applied.result?;
     Ok(Action::requeue(ctx.settings.resync))
 }
@@ -146,23 +167,45 @@ enum NamespaceState {
 /// Where the domain's namespace stands: from the cache when meshplane made
 /// it, from the API server otherwise (a foreign namespace is not cached).
 async fn observe_namespace(domain: &ValidDomain<'_>, ctx: &Context) -> Result<NamespaceState> {
-    let namespace = match ctx.caches.namespaces.get(&ObjectRef::new(&domain.namespace)) {
+    let namespace = match ctx
+        .caches
+        .namespaces
+        .get(&ObjectRef::new(&domain.namespace))
+    {
         Some(ns) => Some((*ns).clone()),
         None => Api::<Namespace>::all(ctx.client.clone())
             .get_opt(&domain.namespace)
             .await
-            .map_err(Error::kube(format!("reading namespace {}", domain.namespace)))?,
+            .map_err(Error::kube(format!(
+                "reading namespace {}",
+                domain.namespace
+            )))?,
     };
-    let Some(namespace) = namespace else { return Ok(NamespaceState::Absent) };
-    let owned = namespace.owner_references().iter().any(|o| o.uid == domain.uid);
-    let ours = namespace.labels().get(keys::LABEL_DOMAIN).map(String::as_str) == Some(domain.name)
-        && namespace.labels().get(keys::LABEL_MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY);
-    Ok(match (owned, namespace.metadata.deletion_timestamp.is_some()) {
-        (true, false) => NamespaceState::Owned,
-        // A namespace of an earlier DataDomain of the same name, on its way out.
-        (_, true) if owned || ours => NamespaceState::Terminating,
-        _ => NamespaceState::Foreign,
-    })
+    let Some(namespace) = namespace else {
+        return Ok(NamespaceState::Absent);
+    };
+    let owned = namespace
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == domain.uid);
+    let ours = namespace
+        .labels()
+        .get(keys::LABEL_DOMAIN)
+        .map(String::as_str)
+        == Some(domain.name)
+        && namespace
+            .labels()
+            .get(keys::LABEL_MANAGED_BY)
+            .map(String::as_str)
+            == Some(keys::MANAGED_BY);
+    Ok(
+        match (owned, namespace.metadata.deletion_timestamp.is_some()) {
+            (true, false) => NamespaceState::Owned,
+            // A namespace of an earlier DataDomain of the same name, on its way out.
+            (_, true) if owned || ours => NamespaceState::Terminating,
+            _ => NamespaceState::Foreign,
+        },
+    )
 }
 
 /// What applying the bundle achieved: how far it got and how it ended.
@@ -179,30 +222,71 @@ const PARTS: [(&str, &str); 4] = [
     (conditions::NETWORK_READY, "network policies"),
 ];
 
-async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBundle, ctx: &Context) -> Applied {
+async fn apply(
+    domain: &DataDomain,
+    valid: &ValidDomain<'_>,
+    bundle: &DomainBundle,
+    ctx: &Context,
+) -> Applied {
     let mut done = 0;
     let result = async {
         let c = &ctx.caches;
         let a = &ctx.applier;
-        record(domain, ctx, &bundle.namespace, a.apply(&c.namespaces, &bundle.namespace).await?).await;
+        record(
+            domain,
+            ctx,
+            &bundle.namespace,
+            a.apply(&c.namespaces, &bundle.namespace).await?,
+        )
+        .await;
         done += 1;
         for rb in &bundle.role_bindings {
             record(domain, ctx, rb, a.apply(&c.role_bindings, rb).await?).await;
         }
         done += 1;
-        record(domain, ctx, &bundle.quota, a.apply(&c.quotas, &bundle.quota).await?).await;
-        record(domain, ctx, &bundle.limit_range, a.apply(&c.limit_ranges, &bundle.limit_range).await?).await;
+        record(
+            domain,
+            ctx,
+            &bundle.quota,
+            a.apply(&c.quotas, &bundle.quota).await?,
+        )
+        .await;
+        record(
+            domain,
+            ctx,
+            &bundle.limit_range,
+            a.apply(&c.limit_ranges, &bundle.limit_range).await?,
+        )
+        .await;
         done += 1;
         for np in &bundle.network_policies {
             record(domain, ctx, np, a.apply(&c.network_policies, np).await?).await;
         }
         // Prune only after every apply succeeded: policies the spec no longer
         // asks for (isolation turned Open, egress CIDRs removed).
-        let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
-        let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
+        let keep: Vec<String> = bundle
+            .network_policies
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        let pruned = a
+            .prune(&c.network_policies, |np| is_child(np, valid), &keep)
+            .await?;
         for name in pruned {
-            let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);
-            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", note, None).await;
+            let note = format!(
+                "Deleted NetworkPolicy {name} from namespace {}",
+                valid.namespace
+            );
+            publish(
+                domain,
+                ctx,
+                EventType::Normal,
+                "Deleted",
+                "Prune",
+                note,
+                None,
+            )
+            .await;
         }
         done += 1;
         Ok::<(), Error>(())
@@ -213,12 +297,22 @@ async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBund
 
 fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
     object.meta().namespace.as_deref() == Some(domain.namespace.as_str())
-        && object.meta().owner_references.iter().flatten().any(|o| o.uid == domain.uid)
+        && object
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == domain.uid)
 }
 
 /// Counts the write and emits the Event that makes it part of the audit
 /// trail, naming the child as the Event's related object.
-async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, outcome: Outcome) {
+async fn record<K: Resource<DynamicType = ()>>(
+    domain: &DataDomain,
+    ctx: &Context,
+    child: &K,
+    outcome: Outcome,
+) {
     let kind = K::kind(&());
     ctx.metrics.applied(&kind, outcome.as_str());
     let reason = match outcome {
@@ -228,9 +322,23 @@ async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Contex
         Outcome::Updated => "Updated",
     };
     let name = child.meta().name.as_deref().unwrap_or_default();
-    let place = child.meta().namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+    let place = child
+        .meta()
+        .namespace
+        .as_deref()
+        .map(|ns| format!(" in namespace {ns}"))
+        .unwrap_or_default();
     let note = format!("{reason} {kind} {name}{place}");
-    publish(domain, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
+    publish(
+        domain,
+        ctx,
+        EventType::Normal,
+        reason,
+        "Provision",
+        note,
+        Some(child.object_ref(&())),
+    )
+    .await;
 }
 
 fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
@@ -246,7 +354,13 @@ async fn publish(
     note: String,
     secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary,
+    };
     if let Err(error) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
         tracing::warn!(domain = %domain.name_any(), %error, "could not publish event");
     }
@@ -254,15 +368,38 @@ async fn publish(
 
 /// A Warning Event, emitted when the condition it explains first appears.
 async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &str) {
-    let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let already = current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
+    let current = domain
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let already = current.iter().any(|c| {
+        c.type_ == conditions::STALLED
+            && c.status == "True"
+            && c.reason == reason
+            && c.message == message
+    });
     if !already {
-        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
+        publish(
+            domain,
+            ctx,
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            message.to_string(),
+            None,
+        )
+        .await;
     }
 }
 
 fn product_count(namespace: &str, ctx: &Context) -> i32 {
-    ctx.caches.products.state().iter().filter(|p| p.namespace().as_deref() == Some(namespace)).count() as i32
+    ctx.caches
+        .products
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .count() as i32
 }
 
 fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
@@ -276,22 +413,42 @@ fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
 async fn stall(domain: &DataDomain, ctx: &Context, problem: &DomainSpecError) -> Result<Action> {
     let message = problem.to_string();
     warn_once(domain, ctx, reason::INVALID_SPEC, &message).await;
-    write_status(domain, ctx, None, stalled_conditions(reason::INVALID_SPEC, &message)).await?;
+    write_status(
+        domain,
+        ctx,
+        None,
+        stalled_conditions(reason::INVALID_SPEC, &message),
+    )
+    .await?;
     // Nothing changes until the spec does; a spec change triggers a pass.
     Ok(Action::await_change())
 }
 
 /// Conditions after an apply pass (pure).
-fn provisioned_conditions(valid: &ValidDomain<'_>, bundle: &DomainBundle, applied: &Applied) -> Vec<Computed> {
+fn provisioned_conditions(
+    valid: &ValidDomain<'_>,
+    bundle: &DomainBundle,
+    applied: &Applied,
+) -> Vec<Computed> {
     let mut computed = Vec::new();
     for (i, (type_, what)) in PARTS.iter().enumerate() {
         computed.push(if i < applied.done {
             Computed::new(type_, true, reason::PROVISIONED, format!("{what} in place"))
         } else if i == applied.done {
-            let error = applied.result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            let error = applied
+                .result
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             Computed::new(type_, false, reason::APPLY_FAILED, error)
         } else {
-            Computed::new(type_, false, reason::PROGRESSING, "waiting for the parts before it")
+            Computed::new(
+                type_,
+                false,
+                reason::PROGRESSING,
+                "waiting for the parts before it",
+            )
         });
     }
     match &applied.result {
@@ -302,21 +459,51 @@ fn provisioned_conditions(valid: &ValidDomain<'_>, bundle: &DomainBundle, applie
                 bundle.role_bindings.len(),
                 bundle.network_policies.len()
             );
-            computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
-            computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
+            computed.push(Computed::new(
+                conditions::READY,
+                true,
+                reason::RECONCILED,
+                message,
+            ));
+            computed.push(Computed::new(
+                conditions::RECONCILING,
+                false,
+                reason::NOT_RECONCILING,
+                "",
+            ));
         }
         Err(error) => {
             let message = format!("provisioning is retrying: {error}");
-            computed.push(Computed::new(conditions::READY, false, reason::APPLY_FAILED, &message));
-            computed.push(Computed::new(conditions::RECONCILING, true, reason::APPLY_FAILED, &message));
+            computed.push(Computed::new(
+                conditions::READY,
+                false,
+                reason::APPLY_FAILED,
+                &message,
+            ));
+            computed.push(Computed::new(
+                conditions::RECONCILING,
+                true,
+                reason::APPLY_FAILED,
+                &message,
+            ));
         }
     }
-    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
+    computed.push(Computed::new(
+        conditions::STALLED,
+        false,
+        reason::NOT_STALLED,
+        "",
+    ));
     computed
 }
 
 /// The status a pass computed (pure), given the current one.
-pub fn next_status(domain: &DataDomain, provisioned: Option<(String, i32)>, computed: &[Computed], now: &Time) -> DataDomainStatus {
+pub fn next_status(
+    domain: &DataDomain,
+    provisioned: Option<(String, i32)>,
+    computed: &[Computed],
+    now: &Time,
+) -> DataDomainStatus {
     let current = domain.status.clone().unwrap_or_default();
     let (namespace, data_products) = match provisioned {
         Some((ns, count)) => (Some(ns), Some(count)),
@@ -326,12 +513,22 @@ pub fn next_status(domain: &DataDomain, provisioned: Option<(String, i32)>, comp
         namespace,
         data_products,
         observed_generation: domain.metadata.generation,
-        conditions: conditions::merge(&current.conditions, computed, domain.metadata.generation, now),
+        conditions: conditions::merge(
+            &current.conditions,
+            computed,
+            domain.metadata.generation,
+            now,
+        ),
     }
 }
 
 /// Patches the status only when it differs from what the domain carries.
-async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i32)>, computed: Vec<Computed>) -> Result<()> {
+async fn write_status(
+    domain: &DataDomain,
+    ctx: &Context,
+    provisioned: Option<(String, i32)>,
+    computed: Vec<Computed>,
+) -> Result<()> {
     let status = next_status(domain, provisioned, &computed, &now());
     if domain.status.as_ref() == Some(&status) {
         return Ok(());
@@ -342,9 +539,16 @@ async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(S
         "status": status,
     });
     Api::<DataDomain>::all(ctx.client.clone())
-        .patch_status(&domain.name_any(), &PatchParams::apply(keys::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .patch_status(
+            &domain.name_any(),
+            &PatchParams::apply(keys::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await
-        .map_err(Error::kube(format!("patching status of DataDomain {}", domain.name_any())))?;
+        .map_err(Error::kube(format!(
+            "patching status of DataDomain {}",
+            domain.name_any()
+        )))?;
     Ok(())
 }
 
@@ -354,7 +558,11 @@ fn now() -> Time {
 }
 
 async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
-    if domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
+    if domain
+        .finalizers()
+        .iter()
+        .any(|f| f == keys::FINALIZER_DOMAIN)
+    {
         return Ok(());
     }
     let mut finalizers = domain.finalizers().to_vec();
@@ -364,12 +572,23 @@ async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
 
 /// Replaces the finalizer list, guarded by the resourceVersion it was read
 /// at, so a concurrent change is retried instead of overwritten.
-async fn patch_finalizers(domain: &DataDomain, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
+async fn patch_finalizers(
+    domain: &DataDomain,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<()> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
     Api::<DataDomain>::all(ctx.client.clone())
-        .patch(&domain.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &domain.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
-        .map_err(Error::kube(format!("updating finalizers of DataDomain {}", domain.name_any())))?;
+        .map_err(Error::kube(format!(
+            "updating finalizers of DataDomain {}",
+            domain.name_any()
+        )))?;
     Ok(())
 }
 
@@ -377,7 +596,11 @@ async fn patch_finalizers(domain: &DataDomain, ctx: &Context, finalizers: Vec<St
 /// namespace is deleted only when meshplane owns it. Never blocks on anything
 /// but the user's own products: a missing namespace or CRD is no obstacle.
 async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
-    if !domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
+    if !domain
+        .finalizers()
+        .iter()
+        .any(|f| f == keys::FINALIZER_DOMAIN)
+    {
         return Ok(Action::await_change());
     }
     let namespace = domain_namespace(domain, ctx);
@@ -386,17 +609,28 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
         .await
         .map_err(Error::kube(format!("reading namespace {namespace}")))?
     {
-        Some(ns) => domain.metadata.uid.as_deref().is_some_and(|uid| ns.owner_references().iter().any(|o| o.uid == uid)),
+        Some(ns) => domain
+            .metadata
+            .uid
+            .as_deref()
+            .is_some_and(|uid| ns.owner_references().iter().any(|o| o.uid == uid)),
         None => false,
     };
     if owned {
         if domain.spec.deletion_policy == crate::api::domain::DomainDeletionPolicy::Block {
             // Ask the API server, not the cache: a product the cache has not
             // seen yet must not be deleted with the namespace.
-            let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace).list_metadata(&ListParams::default()).await {
+            let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace)
+                .list_metadata(&ListParams::default())
+                .await
+            {
                 Ok(list) => list.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-                Err(e) => return Err(Error::kube(format!("listing DataProducts in {namespace}"))(e)),
+                Err(e) => {
+                    return Err(Error::kube(format!("listing DataProducts in {namespace}"))(
+                        e,
+                    ));
+                }
             };
             if !products.is_empty() {
                 let shown: Vec<&str> = products.iter().take(5).map(String::as_str).collect();
@@ -404,16 +638,51 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                     "deletion waits: namespace {namespace} holds {} DataProduct(s) ({}{}); delete them, or set spec.deletionPolicy: Cascade to delete them with the domain",
                     products.len(),
                     shown.join(", "),
-                    if products.len() > shown.len() { ", ..." } else { "" }
+                    if products.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
                 );
-                let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-                if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
-                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
+                let current = domain
+                    .status
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default();
+                if !current
+                    .iter()
+                    .any(|c| c.type_ == conditions::DELETING && c.message == message)
+                {
+                    publish(
+                        domain,
+                        ctx,
+                        EventType::Warning,
+                        reason::DATA_PRODUCTS_REMAIN,
+                        "Delete",
+                        message.clone(),
+                        None,
+                    )
+                    .await;
                 }
                 let computed = vec![
-                    Computed::new(conditions::READY, false, reason::DATA_PRODUCTS_REMAIN, &message),
-                    Computed::new(conditions::DELETING, true, reason::DATA_PRODUCTS_REMAIN, &message),
-                    Computed::new(conditions::RECONCILING, true, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(
+                        conditions::READY,
+                        false,
+                        reason::DATA_PRODUCTS_REMAIN,
+                        &message,
+                    ),
+                    Computed::new(
+                        conditions::DELETING,
+                        true,
+                        reason::DATA_PRODUCTS_REMAIN,
+                        &message,
+                    ),
+                    Computed::new(
+                        conditions::RECONCILING,
+                        true,
+                        reason::DATA_PRODUCTS_REMAIN,
+                        &message,
+                    ),
                     Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
                 ];
                 let provisioned = Some((namespace.clone(), products.len() as i32));
@@ -423,16 +692,36 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
         }
-        match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {
+        match Api::<Namespace>::all(ctx.client.clone())
+            .delete(&namespace, &DeleteParams::background())
+            .await
+        {
             Ok(_) => {
-                let note = format!("Deleted namespace {namespace} ({:?} deletion policy)", domain.spec.deletion_policy);
-                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", note, None).await
+                let note = format!(
+                    "Deleted namespace {namespace} ({:?} deletion policy)",
+                    domain.spec.deletion_policy
+                );
+                publish(
+                    domain,
+                    ctx,
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    note,
+                    None,
+                )
+                .await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),
         }
     }
-    let remaining: Vec<String> = domain.finalizers().iter().filter(|f| *f != keys::FINALIZER_DOMAIN).cloned().collect();
+    let remaining: Vec<String> = domain
+        .finalizers()
+        .iter()
+        .filter(|f| *f != keys::FINALIZER_DOMAIN)
+        .cloned()
+        .collect();
     patch_finalizers(domain, ctx, remaining).await?;
     Ok(Action::await_change())
 }

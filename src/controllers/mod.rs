@@ -72,9 +72,21 @@ impl Readiness {
 }
 
 /// A cache and the watch stream that fills it, for one kind.
-fn cached<K>(client: &Client, config: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn cached<K>(
+    client: &Client,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<K>::all(client.clone()), config)
@@ -102,10 +114,24 @@ pub async fn run(
     let (quotas, quota_events) = cached::<ResourceQuota>(&client, owned());
     let (limit_ranges, limit_range_events) = cached::<LimitRange>(&client, owned());
     let (network_policies, network_policy_events) = cached::<NetworkPolicy>(&client, owned());
-    let (products, product_events) = cached::<PartialObjectMeta<DataProduct>>(&client, watcher::Config::default());
+    let (products, product_events) =
+        cached::<PartialObjectMeta<DataProduct>>(&client, watcher::Config::default());
 
-    let caches = Caches { namespaces, role_bindings, quotas, limit_ranges, network_policies, products };
-    let recorder = Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
+    let caches = Caches {
+        namespaces,
+        role_bindings,
+        quotas,
+        limit_ranges,
+        network_policies,
+        products,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: keys::EVENT_REPORTER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         applier: Applier::new(client.clone()),

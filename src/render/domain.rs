@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec};
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject as RbacSubject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -29,7 +31,10 @@ pub struct DomainSettings {
 
 impl Default for DomainSettings {
     fn default() -> Self {
-        DomainSettings { namespace_prefix: "dm-".into(), platform_namespace: "meshplane-system".into() }
+        DomainSettings {
+            namespace_prefix: "dm-".into(),
+            platform_namespace: "meshplane-system".into(),
+        }
     }
 }
 
@@ -37,10 +42,15 @@ impl Default for DomainSettings {
 /// `Stalled` until its spec (or the operator's settings) change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainSpecError {
-    #[error("the namespace name `{namespace}` (prefix `{prefix}` + domain name) is longer than 63 characters; set spec.namespace to a shorter name")]
+    #[error(
+        "the namespace name `{namespace}` (prefix `{prefix}` + domain name) is longer than 63 characters; set spec.namespace to a shorter name"
+    )]
     NamespaceTooLong { namespace: String, prefix: String },
     #[error("spec.namespace `{namespace}` is reserved for {why}; choose another namespace")]
-    NamespaceReserved { namespace: String, why: &'static str },
+    NamespaceReserved {
+        namespace: String,
+        why: &'static str,
+    },
     #[error("the DataDomain has no uid yet")]
     MissingUid,
 }
@@ -57,24 +67,44 @@ pub struct ValidDomain<'a> {
 
 /// The namespace a domain asks for or gets by default (not yet checked).
 pub fn namespace_name(domain: &DataDomain, settings: &DomainSettings) -> String {
-    domain
-        .spec
-        .namespace
-        .clone()
-        .unwrap_or_else(|| format!("{}{}", settings.namespace_prefix, domain.metadata.name.as_deref().unwrap_or_default()))
+    domain.spec.namespace.clone().unwrap_or_else(|| {
+        format!(
+            "{}{}",
+            settings.namespace_prefix,
+            domain.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 /// Checks what the CRD schema cannot, and derives the domain's names.
-pub fn validate<'a>(domain: &'a DataDomain, settings: &DomainSettings) -> Result<ValidDomain<'a>, DomainSpecError> {
-    let uid = domain.metadata.uid.as_deref().ok_or(DomainSpecError::MissingUid)?;
+pub fn validate<'a>(
+    domain: &'a DataDomain,
+    settings: &DomainSettings,
+) -> Result<ValidDomain<'a>, DomainSpecError> {
+    let uid = domain
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(DomainSpecError::MissingUid)?;
     let namespace = namespace_name(domain, settings);
     if namespace.len() > 63 {
-        return Err(DomainSpecError::NamespaceTooLong { namespace, prefix: settings.namespace_prefix.clone() });
+        return Err(DomainSpecError::NamespaceTooLong {
+            namespace,
+            prefix: settings.namespace_prefix.clone(),
+        });
     }
     if namespace == settings.platform_namespace {
-        return Err(DomainSpecError::NamespaceReserved { namespace, why: "the meshplane platform" });
+        return Err(DomainSpecError::NamespaceReserved {
+            namespace,
+            why: "the meshplane platform",
+        });
     }
-    Ok(ValidDomain { name: domain.metadata.name.as_deref().unwrap_or_default(), uid, namespace, spec: &domain.spec })
+    Ok(ValidDomain {
+        name: domain.metadata.name.as_deref().unwrap_or_default(),
+        uid,
+        namespace,
+        spec: &domain.spec,
+    })
 }
 
 /// Everything a domain's tenant consists of, in apply order.
@@ -113,7 +143,10 @@ pub fn owner_reference(domain: &ValidDomain<'_>) -> OwnerReference {
 
 fn labels(domain: &ValidDomain<'_>, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
+        (
+            keys::LABEL_MANAGED_BY.to_string(),
+            keys::MANAGED_BY.to_string(),
+        ),
         (keys::LABEL_DOMAIN.to_string(), domain.name.to_string()),
         (keys::LABEL_COMPONENT.to_string(), component.to_string()),
     ])
@@ -133,7 +166,10 @@ pub fn render_namespace(domain: &ValidDomain<'_>) -> Namespace {
     let mut labels = labels(domain, "namespace");
     for (key, value) in [
         (keys::POD_SECURITY_ENFORCE, keys::POD_SECURITY_LEVEL),
-        (keys::POD_SECURITY_ENFORCE_VERSION, keys::POD_SECURITY_VERSION),
+        (
+            keys::POD_SECURITY_ENFORCE_VERSION,
+            keys::POD_SECURITY_VERSION,
+        ),
         (keys::POD_SECURITY_WARN, keys::POD_SECURITY_LEVEL),
         (keys::POD_SECURITY_WARN_VERSION, keys::POD_SECURITY_VERSION),
         (keys::POD_SECURITY_AUDIT, keys::POD_SECURITY_LEVEL),
@@ -167,16 +203,30 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
 /// list is empty) so that emptying a list in the spec empties the binding.
 pub fn render_role_bindings(domain: &ValidDomain<'_>) -> Vec<RoleBinding> {
     [
-        (keys::ROLE_BINDING_OWNERS, keys::CLUSTER_ROLE_DOMAIN_ADMIN, &domain.spec.owners),
-        (keys::ROLE_BINDING_MEMBERS, keys::CLUSTER_ROLE_DOMAIN_MEMBER, &domain.spec.members),
-        (keys::ROLE_BINDING_VIEWERS, keys::CLUSTER_ROLE_DOMAIN_VIEWER, &domain.spec.viewers),
+        (
+            keys::ROLE_BINDING_OWNERS,
+            keys::CLUSTER_ROLE_DOMAIN_ADMIN,
+            &domain.spec.owners,
+        ),
+        (
+            keys::ROLE_BINDING_MEMBERS,
+            keys::CLUSTER_ROLE_DOMAIN_MEMBER,
+            &domain.spec.members,
+        ),
+        (
+            keys::ROLE_BINDING_VIEWERS,
+            keys::CLUSTER_ROLE_DOMAIN_VIEWER,
+            &domain.spec.viewers,
+        ),
     ]
     .into_iter()
     .map(|(name, role, subjects)| {
         let mut subjects: Vec<RbacSubject> = subjects.iter().map(rbac_subject).collect();
         // The spec's order is the user's; a stable order keeps the applied
         // object identical when only the order changed.
-        subjects.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+        subjects.sort_by(|a, b| {
+            (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
+        });
         subjects.dedup();
         RoleBinding {
             metadata: meta(domain, name, "access"),
@@ -199,12 +249,21 @@ pub fn render_quota(domain: &ValidDomain<'_>) -> ResourceQuota {
         ("requests.memory".to_string(), q.memory.clone()),
         ("limits.memory".to_string(), q.memory.clone()),
         ("requests.storage".to_string(), q.storage.clone()),
-        ("persistentvolumeclaims".to_string(), Quantity(q.persistent_volume_claims.to_string())),
-        (format!("count/dataproducts.{}", keys::GROUP), Quantity(q.data_products.to_string())),
+        (
+            "persistentvolumeclaims".to_string(),
+            Quantity(q.persistent_volume_claims.to_string()),
+        ),
+        (
+            format!("count/dataproducts.{}", keys::GROUP),
+            Quantity(q.data_products.to_string()),
+        ),
     ]);
     ResourceQuota {
         metadata: meta(domain, keys::RESOURCE_QUOTA, "quota"),
-        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..ResourceQuotaSpec::default()
+        }),
         ..ResourceQuota::default()
     }
 }
@@ -213,7 +272,10 @@ pub fn render_quota(domain: &ValidDomain<'_>) -> ResourceQuota {
 /// namespace with a quota on CPU and memory are admitted at all.
 pub fn render_limit_range(domain: &ValidDomain<'_>) -> LimitRange {
     let pair = |cpu: &str, memory: &str| {
-        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))])
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
     };
     LimitRange {
         metadata: meta(domain, keys::LIMIT_RANGE, "quota"),
@@ -231,7 +293,10 @@ pub fn render_limit_range(domain: &ValidDomain<'_>) -> LimitRange {
 fn namespace_peer(name: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(keys::LABEL_NAMESPACE_NAME.to_string(), name.to_string())])),
+            match_labels: Some(BTreeMap::from([(
+                keys::LABEL_NAMESPACE_NAME.to_string(),
+                name.to_string(),
+            )])),
             ..LabelSelector::default()
         }),
         ..NetworkPolicyPeer::default()
@@ -239,17 +304,26 @@ fn namespace_peer(name: &str) -> NetworkPolicyPeer {
 }
 
 fn same_namespace_peer() -> NetworkPolicyPeer {
-    NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..NetworkPolicyPeer::default() }
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
+    }
 }
 
 fn policy(domain: &ValidDomain<'_>, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
-    NetworkPolicy { metadata: meta(domain, name, "network"), spec: Some(spec) }
+    NetworkPolicy {
+        metadata: meta(domain, name, "network"),
+        spec: Some(spec),
+    }
 }
 
 /// `Strict`: deny all ingress and egress, then allow the same domain, the
 /// platform namespace (ingress), cluster DNS and the domain's egress CIDRs
 /// (egress). `Open`: no policies at all.
-pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettings) -> Vec<NetworkPolicy> {
+pub fn render_network_policies(
+    domain: &ValidDomain<'_>,
+    settings: &DomainSettings,
+) -> Vec<NetworkPolicy> {
     if domain.spec.network.isolation == NetworkIsolation::Open {
         return Vec::new();
     }
@@ -259,7 +333,11 @@ pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettin
         policy(
             domain,
             keys::NETWORK_POLICY_DEFAULT_DENY,
-            NetworkPolicySpec { pod_selector: Some(all_pods.clone()), policy_types: types(&["Ingress", "Egress"]), ..Default::default() },
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: types(&["Ingress", "Egress"]),
+                ..Default::default()
+            },
         ),
         policy(
             domain,
@@ -267,8 +345,14 @@ pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettin
             NetworkPolicySpec {
                 pod_selector: Some(all_pods.clone()),
                 policy_types: types(&["Ingress", "Egress"]),
-                ingress: Some(vec![NetworkPolicyIngressRule { from: Some(vec![same_namespace_peer()]), ..Default::default() }]),
-                egress: Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace_peer()]), ..Default::default() }]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![same_namespace_peer()]),
+                    ..Default::default()
+                }]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![same_namespace_peer()]),
+                    ..Default::default()
+                }]),
             },
         ),
         policy(
@@ -294,7 +378,10 @@ pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettin
                     to: Some(vec![NetworkPolicyPeer {
                         namespace_selector: namespace_peer("kube-system").namespace_selector,
                         pod_selector: Some(LabelSelector {
-                            match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+                            match_labels: Some(BTreeMap::from([(
+                                "k8s-app".to_string(),
+                                "kube-dns".to_string(),
+                            )])),
                             ..LabelSelector::default()
                         }),
                         ..NetworkPolicyPeer::default()
@@ -329,7 +416,10 @@ pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettin
                             .egress_cidrs
                             .iter()
                             .map(|cidr| NetworkPolicyPeer {
-                                ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                                ip_block: Some(IPBlock {
+                                    cidr: cidr.clone(),
+                                    except: None,
+                                }),
                                 ..Default::default()
                             })
                             .collect(),
