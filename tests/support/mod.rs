@@ -258,6 +258,9 @@ pub fn operator() -> String {
         .append(true)
         .open(dir.join("logs/meshplane.log"))
         .unwrap();
+    // Deliberately never waited on: the operator outlives this test process
+    // and serves the next test binaries; cluster/down.sh stops it by PID.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(&binary)
         .args(["run", "--resync", "2s", "--metrics-addr", &addr])
         .env("KUBECONFIG", &kubeconfig)
@@ -276,7 +279,7 @@ pub fn operator() -> String {
     std::fs::write(&addr_file, &addr).unwrap();
     // Ready means every cache has synced.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !http_get(&addr, "/readyz").is_some_and(|(code, _)| code == 200) {
+    while http_get(&addr, "/readyz").is_none_or(|(code, _)| code != 200) {
         assert!(
             Instant::now() < deadline,
             "meshplane did not become ready; see {}",
