@@ -95,3 +95,67 @@ pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str
         .find(|c| c.type_ == type_)
         .map(|c| c.status.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let first = merge(
+            &[],
+            &[Computed::new(READY, false, reason::PROGRESSING, "starting")],
+            Some(1),
+            &at(100),
+        );
+        assert_eq!(first[0].last_transition_time, at(100));
+        // Same status, new reason and message: the time stays.
+        let same = merge(
+            &first,
+            &[Computed::new(
+                READY,
+                false,
+                reason::APPLY_FAILED,
+                "retrying",
+            )],
+            Some(2),
+            &at(200),
+        );
+        assert_eq!(same[0].last_transition_time, at(100));
+        assert_eq!(
+            (same[0].reason.as_str(), same[0].observed_generation),
+            (reason::APPLY_FAILED, Some(2))
+        );
+        // A flip moves it.
+        let flipped = merge(
+            &same,
+            &[Computed::new(READY, true, reason::RECONCILED, "done")],
+            Some(2),
+            &at(300),
+        );
+        assert_eq!(
+            (
+                flipped[0].status.as_str(),
+                flipped[0].last_transition_time.clone()
+            ),
+            ("True", at(300))
+        );
+    }
+
+    #[test]
+    fn a_pass_that_computes_the_same_conditions_changes_nothing() {
+        let computed = [
+            Computed::new(READY, true, reason::RECONCILED, "ok"),
+            Computed::new(STALLED, false, reason::NOT_STALLED, ""),
+        ];
+        let once = merge(&[], &computed, Some(3), &at(1));
+        let twice = merge(&once, &computed, Some(3), &at(99));
+        assert_eq!(once, twice);
+        assert_eq!(status_of(&twice, STALLED), Some("False"));
+        assert_eq!(status_of(&twice, "Missing"), None);
+    }
+}

@@ -108,7 +108,7 @@ pub fn validate<'a>(
 }
 
 /// Everything a domain's tenant consists of, in apply order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DomainBundle {
     pub namespace: Namespace,
     pub role_bindings: Vec<RoleBinding>,
@@ -192,8 +192,9 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
         kind: subject.kind.as_str().to_string(),
         name: subject.name.clone(),
         namespace: subject.namespace.clone(),
+        // ServiceAccounts are in the core group, which RBAC spells as no group.
         api_group: match subject.kind {
-            crate::api::SubjectKind::ServiceAccount => Some(String::new()),
+            crate::api::SubjectKind::ServiceAccount => None,
             _ => Some("rbac.authorization.k8s.io".to_string()),
         },
     }
@@ -431,4 +432,180 @@ pub fn render_network_policies(
         ));
     }
     policies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(yaml: &str) -> DataDomain {
+        let mut d: DataDomain = serde_saphyr::from_str(yaml).expect("fixture parses");
+        d.metadata.uid = Some("uid-1".into());
+        d
+    }
+
+    const ORDERS: &str = r#"
+apiVersion: meshplane.dev/v1alpha1
+kind: DataDomain
+metadata: {name: orders}
+spec:
+  owners: [{kind: Group, name: orders-leads}]
+  members:
+    - {kind: User, name: zed}
+    - {kind: ServiceAccount, name: ci, namespace: tools}
+    - {kind: User, name: zed}
+  viewers: [{kind: Group, name: analysts}]
+  quota: {cpu: "16", memory: 64Gi, storage: 1Ti, persistentVolumeClaims: 5, dataProducts: 7}
+  network: {egressCIDRs: [10.1.0.0/16]}
+"#;
+
+    #[test]
+    fn the_whole_tenant_of_a_domain() {
+        let d = domain(ORDERS);
+        let settings = DomainSettings::default();
+        let valid = validate(&d, &settings).unwrap();
+        insta::assert_yaml_snapshot!(render(&valid, &settings));
+    }
+
+    #[test]
+    fn namespace_defaults_to_prefix_and_name() {
+        let d = domain(ORDERS);
+        let settings = DomainSettings {
+            namespace_prefix: "mesh-".into(),
+            ..Default::default()
+        };
+        assert_eq!(validate(&d, &settings).unwrap().namespace, "mesh-orders");
+        let d = domain("metadata: {name: orders}\nspec: {namespace: sales}");
+        assert_eq!(validate(&d, &settings).unwrap().namespace, "sales");
+    }
+
+    #[test]
+    fn a_namespace_the_controller_cannot_use_is_a_spec_error() {
+        let settings = DomainSettings::default();
+        let long = domain(&format!(
+            "metadata: {{name: {}}}\nspec: {{}}",
+            "a".repeat(62)
+        ));
+        assert!(matches!(
+            validate(&long, &settings),
+            Err(DomainSpecError::NamespaceTooLong { .. })
+        ));
+        let platform = domain("metadata: {name: p}\nspec: {namespace: meshplane-system}");
+        let err = validate(&platform, &settings).unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+        let mut no_uid = domain(ORDERS);
+        no_uid.metadata.uid = None;
+        assert_eq!(
+            validate(&no_uid, &settings).unwrap_err(),
+            DomainSpecError::MissingUid
+        );
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let d = domain(ORDERS);
+        let settings = DomainSettings::default();
+        let bundle = render(&validate(&d, &settings).unwrap(), &settings);
+        let mut metas = vec![
+            &bundle.namespace.metadata,
+            &bundle.quota.metadata,
+            &bundle.limit_range.metadata,
+        ];
+        metas.extend(bundle.role_bindings.iter().map(|r| &r.metadata));
+        metas.extend(bundle.network_policies.iter().map(|p| &p.metadata));
+        for meta in metas {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[keys::LABEL_MANAGED_BY], keys::MANAGED_BY);
+            assert_eq!(labels[keys::LABEL_DOMAIN], "orders");
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("DataDomain", "uid-1", Some(true))
+            );
+        }
+    }
+
+    #[test]
+    fn subjects_are_sorted_and_deduplicated() {
+        let d = domain(ORDERS);
+        let settings = DomainSettings::default();
+        let bundle = render(&validate(&d, &settings).unwrap(), &settings);
+        let members = bundle
+            .role_bindings
+            .iter()
+            .find(|r| r.role_ref.name == keys::CLUSTER_ROLE_DOMAIN_MEMBER)
+            .unwrap();
+        let names: Vec<_> = members
+            .subjects
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["ci", "zed"]);
+    }
+
+    #[test]
+    fn empty_audiences_still_get_a_binding_with_no_subjects() {
+        let d = domain("metadata: {name: solo}\nspec: {}");
+        let settings = DomainSettings::default();
+        let bundle = render(&validate(&d, &settings).unwrap(), &settings);
+        assert_eq!(bundle.role_bindings.len(), 3);
+        assert!(
+            bundle
+                .role_bindings
+                .iter()
+                .all(|r| r.subjects.as_ref().is_some_and(Vec::is_empty))
+        );
+    }
+
+    #[test]
+    fn open_domains_get_no_network_policies() {
+        let d = domain("metadata: {name: open}\nspec: {network: {isolation: Open}}");
+        let settings = DomainSettings::default();
+        assert!(
+            render(&validate(&d, &settings).unwrap(), &settings)
+                .network_policies
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn strict_domains_deny_by_default_and_admit_the_platform() {
+        let d = domain("metadata: {name: strict}\nspec: {}");
+        let settings = DomainSettings {
+            platform_namespace: "platform".into(),
+            ..Default::default()
+        };
+        let policies = render(&validate(&d, &settings).unwrap(), &settings).network_policies;
+        let names: Vec<_> = policies
+            .iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                keys::NETWORK_POLICY_DEFAULT_DENY,
+                keys::NETWORK_POLICY_SAME_DOMAIN,
+                keys::NETWORK_POLICY_PLATFORM,
+                keys::NETWORK_POLICY_DNS
+            ]
+        );
+        let platform = serde_json::to_string(&policies[2]).unwrap();
+        assert!(
+            platform.contains(r#""kubernetes.io/metadata.name":"platform""#),
+            "{platform}"
+        );
+    }
+
+    #[test]
+    fn quota_defaults_come_from_the_schema_defaults() {
+        let d = domain("metadata: {name: q}\nspec: {}");
+        let settings = DomainSettings::default();
+        let quota = render(&validate(&d, &settings).unwrap(), &settings).quota;
+        let hard = quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["limits.cpu"].0, "8");
+        assert_eq!(hard["requests.storage"].0, "500Gi");
+        assert_eq!(hard["count/dataproducts.meshplane.dev"].0, "50");
+    }
 }
