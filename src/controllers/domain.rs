@@ -329,6 +329,7 @@ async fn record<K: Resource<DynamicType = ()>>(
         .map(|ns| format!(" in namespace {ns}"))
         .unwrap_or_default();
     let note = format!("{reason} {kind} {name}{place}");
+    tracing::info!(domain = %domain.name_any(), "{note}");
     publish(
         domain,
         ctx,
@@ -380,6 +381,7 @@ async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &s
             && c.message == message
     });
     if !already {
+        tracing::warn!(domain = %domain.name_any(), reason, "{message}");
         publish(
             domain,
             ctx,
