@@ -26,7 +26,7 @@ pub mod reason {
     pub const NAMESPACE_NOT_OWNED: &str = "NamespaceNotOwned";
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     pub const APPLY_FAILED: &str = "ApplyFailed";
-    pub const BLOCKED: &str = "Blocked";
+    pub const QUOTA_PENDING: &str = "QuotaPending";
     pub const DATA_PRODUCTS_REMAIN: &str = "DataProductsRemain";
     pub const NOT_STALLED: &str = "NotStalled";
     pub const NOT_RECONCILING: &str = "NotReconciling";

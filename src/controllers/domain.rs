@@ -145,7 +145,9 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
     let bundle = render::render(&valid, &ctx.settings.domain);
     let applied = apply(&domain, &valid, &bundle, &ctx).await;
     let products = product_count(&valid.namespace, &ctx);
-    let computed = provisioned_conditions(&valid, &bundle, &applied);
+    let quota = ctx.caches.quotas.get(&ObjectRef::from_obj(&bundle.quota));
+    let unaccounted = quota_unaccounted(&bundle.quota, quota.as_deref());
+    let computed = provisioned_conditions(&valid, &bundle, &applied, &unaccounted);
     write_status(
         &domain,
         &ctx,
@@ -431,30 +433,29 @@ fn provisioned_conditions(
     valid: &ValidDomain<'_>,
     bundle: &DomainBundle,
     applied: &Applied,
+    unaccounted: &[String],
 ) -> Vec<Computed> {
     let mut computed = Vec::new();
     for (i, (type_, what)) in PARTS.iter().enumerate() {
         computed.push(if i < applied.done {
-            Computed::new(type_, true, reason::PROVISIONED, format!("{what} in place"))
+            if *type_ == conditions::QUOTA_READY && !unaccounted.is_empty() {
+                let message = format!(
+                    "waiting for the quota controller to account for {}; until then it refuses new objects of those kinds",
+                    unaccounted.join(", ")
+                );
+                Computed::new(type_, false, reason::QUOTA_PENDING, message)
+            } else {
+                Computed::new(type_, true, reason::PROVISIONED, format!("{what} in place"))
+            }
         } else if i == applied.done {
-            let error = applied
-                .result
-                .as_ref()
-                .err()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let error = applied.result.as_ref().err().map(ToString::to_string).unwrap_or_default();
             Computed::new(type_, false, reason::APPLY_FAILED, error)
         } else {
-            Computed::new(
-                type_,
-                false,
-                reason::PROGRESSING,
-                "waiting for the parts before it",
-            )
+            Computed::new(type_, false, reason::PROGRESSING, "waiting for the parts before it")
         });
     }
     match &applied.result {
-        Ok(()) => {
+        Ok(()) if unaccounted.is_empty() => {
             let message = format!(
                 "namespace {} is provisioned: {} role bindings, quota, limit range, {} network policies",
                 valid.namespace,
@@ -472,6 +473,22 @@ fn provisioned_conditions(
                 false,
                 reason::NOT_RECONCILING,
                 "",
+            ));
+        }
+        Ok(()) => {
+            let message =
+                "everything is applied; waiting for the quota to be accounted (QuotaReady)";
+            computed.push(Computed::new(
+                conditions::READY,
+                false,
+                reason::QUOTA_PENDING,
+                message,
+            ));
+            computed.push(Computed::new(
+                conditions::RECONCILING,
+                true,
+                reason::QUOTA_PENDING,
+                message,
             ));
         }
         Err(error) => {
@@ -497,6 +514,21 @@ fn provisioned_conditions(
         "",
     ));
     computed
+}
+
+/// The quota's limits whose usage the controller-manager has not computed
+/// yet (pure). Until it has, the API server refuses to create objects of
+/// those kinds ("status unknown for quota"), so the domain is not Ready.
+pub fn quota_unaccounted(desired: &ResourceQuota, actual: Option<&ResourceQuota>) -> Vec<String> {
+    let hard = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let used = actual
+        .and_then(|q| q.status.as_ref())
+        .and_then(|s| s.used.as_ref());
+    hard.into_iter()
+        .flat_map(|h| h.keys())
+        .filter(|key| !used.is_some_and(|u| u.contains_key(*key)))
+        .cloned()
+        .collect()
 }
 
 /// The status a pass computed (pure), given the current one.
