@@ -89,19 +89,82 @@ impl Applier {
             serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
-        let current = cache.get(&key);
-        if let Some(current) = &current {
-            let current = serde_json::to_value(current.as_ref())
-                .map_err(|e| error(kube::Error::SerdeError(e)))?;
-            if contains(&current, &body) {
-                return Ok(Outcome::Unchanged);
+        let current = match cache.get(&key) {
+            Some(current) => Some(
+                serde_json::to_value(current.as_ref())
+                    .map_err(|e| error(kube::Error::SerdeError(e)))?,
+            ),
+            None => None,
+        };
+        self.apply_value(
+            &ApiResource::erase::<K>(&()),
+            namespace.as_deref(),
+            &name,
+            body,
+            current.as_ref(),
+        )
+        .await
+    }
+
+    /// Applies an untyped object (a kind meshplane has no Rust type or cache
+    /// for), given what the cluster holds now.
+    pub async fn apply_dynamic(
+        &self,
+        resource: &ApiResource,
+        desired: &DynamicObject,
+        current: Option<&DynamicObject>,
+    ) -> Result<Outcome, ApplyError> {
+        let name = desired.name_any();
+        let error = |source| ApplyError {
+            kind: resource.kind.clone(),
+            name: name.clone(),
+            source,
+        };
+        let mut body =
+            serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        body["apiVersion"] = resource.api_version.clone().into();
+        body["kind"] = resource.kind.clone().into();
+        let current = match current {
+            Some(c) => {
+                Some(serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?)
             }
+            None => None,
+        };
+        self.apply_value(
+            resource,
+            desired.namespace().as_deref(),
+            &name,
+            body,
+            current.as_ref(),
+        )
+        .await
+    }
+
+    async fn apply_value(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        current: Option<&Value>,
+    ) -> Result<Outcome, ApplyError> {
+        if let Some(current) = current
+            && contains(current, &body)
+        {
+            return Ok(Outcome::Unchanged);
         }
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        };
         let params = PatchParams::apply(keys::FIELD_MANAGER).force();
-        self.api::<K>(namespace.as_deref())
-            .patch(&name, &params, &Patch::Apply(&body))
+        api.patch(name, &params, &Patch::Apply(&body))
             .await
-            .map_err(error)?;
+            .map_err(|source| ApplyError {
+                kind: resource.kind.clone(),
+                name: name.to_string(),
+                source,
+            })?;
         Ok(if current.is_some() {
             Outcome::Updated
         } else {

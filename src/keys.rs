@@ -61,3 +61,17 @@ pub const NETWORK_POLICY_SAME_DOMAIN: &str = "meshplane-allow-same-domain";
 pub const NETWORK_POLICY_PLATFORM: &str = "meshplane-allow-platform";
 pub const NETWORK_POLICY_DNS: &str = "meshplane-allow-dns";
 pub const NETWORK_POLICY_EGRESS_CIDRS: &str = "meshplane-allow-egress-cidrs";
+
+/// The storage entry of a product an object implements.
+pub const LABEL_STORAGE: &str = "meshplane.dev/storage";
+/// The pipeline of a product a workload (and its Jobs and pods) runs.
+pub const LABEL_PIPELINE: &str = "meshplane.dev/pipeline";
+/// Set on storage a deleted product left behind under `Retain`.
+pub const LABEL_ORPHANED: &str = "meshplane.dev/orphaned";
+/// On orphaned storage: which product (namespace/name, uid) it belonged to.
+pub const ANNOTATION_ORPHANED_FROM: &str = "meshplane.dev/orphaned-from";
+/// On a grant (RoleBinding, NetworkPolicy): the consumer it is for.
+pub const ANNOTATION_CONSUMER: &str = "meshplane.dev/consumer";
+
+/// Finalizer on a DataProduct: each storage's deletion policy runs first.
+pub const FINALIZER_PRODUCT: &str = "meshplane.dev/storage-protection";

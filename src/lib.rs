@@ -10,4 +10,5 @@ pub mod keys;
 pub mod render;
 pub mod run;
 pub mod server;
+pub mod storage;
 pub mod telemetry;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::controllers::{self, Readiness, Settings};
@@ -68,7 +69,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let router = server::router(metrics.clone(), readiness.clone());
     let addr = options.metrics_addr;
     let http = server::serve(addr, router, stopped(stop_rx.clone()));
-    let controllers = controllers::run(client, settings, metrics, readiness, stopped(stop_rx));
+    let controllers = controllers::run(
+        client,
+        settings,
+        metrics,
+        readiness,
+        stopped(stop_rx).shared(),
+    );
     let (served, ()) = tokio::join!(http, controllers);
     served.map_err(|source| RunError::Serve { addr, source })
 }

@@ -17,6 +17,10 @@ pub const ACCESS_READY: &str = "AccessReady";
 pub const QUOTA_READY: &str = "QuotaReady";
 pub const NETWORK_READY: &str = "NetworkReady";
 pub const DELETING: &str = "Deleting";
+pub const STORAGE_READY: &str = "StorageReady";
+pub const PIPELINES_READY: &str = "PipelinesReady";
+pub const INPUTS_READY: &str = "InputsReady";
+pub const FRESH: &str = "Fresh";
 
 pub mod reason {
     pub const PROVISIONED: &str = "Provisioned";
@@ -30,6 +34,12 @@ pub mod reason {
     pub const DATA_PRODUCTS_REMAIN: &str = "DataProductsRemain";
     pub const NOT_STALLED: &str = "NotStalled";
     pub const NOT_RECONCILING: &str = "NotReconciling";
+    pub const NO_SUCCESSFUL_RUN: &str = "NoSuccessfulRun";
+    pub const WITHIN_SLO: &str = "WithinSLO";
+    pub const STALE: &str = "Stale";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const NOT_FOUND: &str = "NotFound";
+    pub const RESOLVED: &str = "Resolved";
 }
 
 /// A condition as computed by a reconcile pass, before it is merged into the

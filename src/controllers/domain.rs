@@ -7,16 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -30,48 +29,39 @@ use crate::render::domain::{self as render, DomainBundle, DomainSpecError, Valid
 
 pub const KIND: &str = "DataDomain";
 
-/// The watch streams of what a domain owns or depends on.
-pub struct Watches<S, N, R, Q, L, P, D> {
-    pub domains: (Store<DataDomain>, S),
-    pub namespaces: N,
-    pub role_bindings: R,
-    pub quotas: Q,
-    pub limit_ranges: L,
-    pub network_policies: P,
-    pub products: D,
+/// The event streams of what a domain owns or depends on.
+pub struct Watches {
+    pub domains: ReflectHandle<DataDomain>,
+    pub namespaces: ReflectHandle<Namespace>,
+    pub role_bindings: ReflectHandle<RoleBinding>,
+    pub quotas: ReflectHandle<ResourceQuota>,
+    pub limit_ranges: ReflectHandle<LimitRange>,
+    pub network_policies: ReflectHandle<NetworkPolicy>,
+    pub products: ReflectHandle<DataProduct>,
 }
 
 /// The DataDomain controller, ready to be awaited.
-pub async fn controller<S, N, R, Q, L, P, D>(
+pub async fn controller(
     ctx: Arc<Context>,
-    watches: Watches<S, N, R, Q, L, P, D>,
+    watches: Watches,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) where
-    S: Stream<Item = Result<DataDomain, watcher::Error>> + Send + 'static,
-    N: Stream<Item = Result<Namespace, watcher::Error>> + Send + 'static,
-    R: Stream<Item = Result<RoleBinding, watcher::Error>> + Send + 'static,
-    Q: Stream<Item = Result<ResourceQuota, watcher::Error>> + Send + 'static,
-    L: Stream<Item = Result<LimitRange, watcher::Error>> + Send + 'static,
-    P: Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send + 'static,
-    D: Stream<Item = Result<PartialObjectMeta<DataProduct>, watcher::Error>> + Send + 'static,
-{
+) {
     let namespaces = ctx.caches.namespaces.clone();
     // The debounce lets a burst of events (a pass's own children arriving in
     // the caches, its status write) settle into one pass that sees them all.
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.concurrency)
         .debounce(Duration::from_millis(500));
-    let (domains, domain_events) = watches.domains;
-    Controller::for_stream(domain_events, domains)
+    Controller::for_shared_stream(watches.domains, ctx.caches.domains.clone())
         .with_config(config)
-        .owns_stream(watches.namespaces)
-        .owns_stream(watches.role_bindings)
-        .owns_stream(watches.quotas)
-        .owns_stream(watches.limit_ranges)
-        .owns_stream(watches.network_policies)
+        .owns_shared_stream(watches.namespaces)
+        .owns_shared_stream(watches.role_bindings)
+        .owns_shared_stream(watches.quotas)
+        .owns_shared_stream(watches.limit_ranges)
+        .owns_shared_stream(watches.network_policies)
         // A product's arrival or departure changes its domain's count and may
         // unblock the domain's deletion.
-        .watches_stream(watches.products, move |product| {
+        .watches_shared_stream(watches.products, move |product| {
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
             Some(ObjectRef::<DataDomain>::new(
                 ns.labels().get(keys::LABEL_DOMAIN)?,

@@ -1,21 +1,30 @@
 //! The controllers: one reconciler per kind, sharing one [`Context`] of
 //! caches, the writer and the event recorder. [`run`] wires the watches,
-//! starts the controllers and serves health and metrics until a signal.
+//! starts the controllers and runs until shutdown.
+//!
+//! Every kind is watched once: a shared reflector fills one cache and fans
+//! its events out to each controller that reacts to that kind.
 
 pub mod domain;
 pub mod error;
+pub mod product;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, Stream};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, PartialObjectMeta};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -36,16 +45,24 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// The caches of the children meshplane owns; only meshplane's objects (by
-/// label) are watched, with managedFields stripped.
+/// Every cache meshplane reads. Children are watched by label, so these hold
+/// only meshplane's own objects, with managedFields stripped.
 #[derive(Clone)]
 pub struct Caches {
+    pub domains: Store<DataDomain>,
+    pub products: Store<DataProduct>,
     pub namespaces: Store<Namespace>,
     pub role_bindings: Store<RoleBinding>,
+    pub roles: Store<Role>,
     pub quotas: Store<ResourceQuota>,
     pub limit_ranges: Store<LimitRange>,
     pub network_policies: Store<NetworkPolicy>,
-    pub products: Store<PartialObjectMeta<DataProduct>>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub config_maps: Store<ConfigMap>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub cron_jobs: Store<CronJob>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
 }
 
 /// What every reconcile pass shares.
@@ -71,14 +88,15 @@ impl Readiness {
     }
 }
 
-/// A cache and the watch stream that fills it, for one kind.
-fn cached<K>(
-    client: &Client,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+/// One watched kind: its cache, one event stream per interested controller,
+/// and the driver that keeps the watch running.
+struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    subscribers: Vec<ReflectHandle<K>>,
+    driver: BoxStream<'static, ()>,
+}
+
+impl<K> Shared<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -88,13 +106,35 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .modify(|object| object.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
+    fn watch(client: &Client, config: watcher::Config, subscribers: usize) -> Self {
+        let (store, writer) = reflector::store_shared(1024);
+        let subscribers = (0..subscribers)
+            .filter_map(|_| writer.subscribe())
+            .collect();
+        let kind = K::kind(&()).into_owned();
+        let driver = watcher(Api::<K>::all(client.clone()), config)
+            .default_backoff()
+            .modify(|object| object.meta_mut().managed_fields = None)
+            .reflect_shared(writer)
+            .filter_map(move |event| {
+                if let Err(error) = event {
+                    tracing::warn!(%kind, %error, "watch failed; retrying");
+                }
+                futures::future::ready(None::<()>)
+            })
+            .boxed();
+        Shared {
+            store,
+            subscribers,
+            driver,
+        }
+    }
+
+    fn take(&mut self) -> ReflectHandle<K> {
+        self.subscribers
+            .pop()
+            .expect("one subscriber per controller that watches this kind")
+    }
 }
 
 /// Runs every controller until `shutdown` resolves.
@@ -103,27 +143,41 @@ pub async fn run(
     settings: Settings,
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    // Children are watched by label, so the caches hold only meshplane's own
-    // objects; products only as metadata (the domain controller counts them).
     let owned = || watcher::Config::default().labels(keys::MANAGED_SELECTOR);
-    let (domains, domain_events) = cached::<DataDomain>(&client, watcher::Config::default());
-    let (namespaces, namespace_events) = cached::<Namespace>(&client, owned());
-    let (role_bindings, role_binding_events) = cached::<RoleBinding>(&client, owned());
-    let (quotas, quota_events) = cached::<ResourceQuota>(&client, owned());
-    let (limit_ranges, limit_range_events) = cached::<LimitRange>(&client, owned());
-    let (network_policies, network_policy_events) = cached::<NetworkPolicy>(&client, owned());
-    let (products, product_events) =
-        cached::<PartialObjectMeta<DataProduct>>(&client, watcher::Config::default());
+    let all = watcher::Config::default;
+    // The number is how many controllers consume the kind's events.
+    let mut domains = Shared::<DataDomain>::watch(&client, all(), 2);
+    let mut products = Shared::<DataProduct>::watch(&client, all(), 3);
+    let mut namespaces = Shared::<Namespace>::watch(&client, owned(), 1);
+    let mut role_bindings = Shared::<RoleBinding>::watch(&client, owned(), 2);
+    let mut roles = Shared::<Role>::watch(&client, owned(), 1);
+    let mut quotas = Shared::<ResourceQuota>::watch(&client, owned(), 1);
+    let mut limit_ranges = Shared::<LimitRange>::watch(&client, owned(), 1);
+    let mut network_policies = Shared::<NetworkPolicy>::watch(&client, owned(), 2);
+    let mut service_accounts = Shared::<ServiceAccount>::watch(&client, owned(), 1);
+    let mut config_maps = Shared::<ConfigMap>::watch(&client, owned(), 1);
+    let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, owned(), 1);
+    let mut cron_jobs = Shared::<CronJob>::watch(&client, owned(), 1);
+    let mut deployments = Shared::<Deployment>::watch(&client, owned(), 1);
+    let mut jobs = Shared::<Job>::watch(&client, owned(), 1);
 
     let caches = Caches {
-        namespaces,
-        role_bindings,
-        quotas,
-        limit_ranges,
-        network_policies,
-        products,
+        domains: domains.store.clone(),
+        products: products.store.clone(),
+        namespaces: namespaces.store.clone(),
+        role_bindings: role_bindings.store.clone(),
+        roles: roles.store.clone(),
+        quotas: quotas.store.clone(),
+        limit_ranges: limit_ranges.store.clone(),
+        network_policies: network_policies.store.clone(),
+        service_accounts: service_accounts.store.clone(),
+        config_maps: config_maps.store.clone(),
+        claims: claims.store.clone(),
+        cron_jobs: cron_jobs.store.clone(),
+        deployments: deployments.store.clone(),
+        jobs: jobs.store.clone(),
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -144,31 +198,79 @@ pub async fn run(
     let domain_controller = domain::controller(
         ctx.clone(),
         domain::Watches {
-            domains: (domains.clone(), domain_events),
-            namespaces: namespace_events,
-            role_bindings: role_binding_events,
-            quotas: quota_events,
-            limit_ranges: limit_range_events,
-            network_policies: network_policy_events,
-            products: product_events,
+            domains: domains.take(),
+            namespaces: namespaces.take(),
+            role_bindings: role_bindings.take(),
+            quotas: quotas.take(),
+            limit_ranges: limit_ranges.take(),
+            network_policies: network_policies.take(),
+            products: products.take(),
         },
-        shutdown,
+        shutdown.clone(),
+    );
+    let product_controller = product::controller(
+        ctx.clone(),
+        product::Watches {
+            products: products.take(),
+            producers: products.take(),
+            domains: domains.take(),
+            service_accounts: service_accounts.take(),
+            config_maps: config_maps.take(),
+            claims: claims.take(),
+            cron_jobs: cron_jobs.take(),
+            deployments: deployments.take(),
+            jobs: jobs.take(),
+            roles: roles.take(),
+            role_bindings: role_bindings.take(),
+            network_policies: network_policies.take(),
+        },
+        shutdown.clone(),
     );
 
+    let drivers = futures::stream::select_all([
+        domains.driver,
+        products.driver,
+        namespaces.driver,
+        role_bindings.driver,
+        roles.driver,
+        quotas.driver,
+        limit_ranges.driver,
+        network_policies.driver,
+        service_accounts.driver,
+        config_maps.driver,
+        claims.driver,
+        cron_jobs.driver,
+        deployments.driver,
+        jobs.driver,
+    ])
+    .collect::<()>();
+
     let ready = async move {
+        let c = &caches;
         let waits = [
-            domains.wait_until_ready().boxed(),
-            caches.namespaces.wait_until_ready().boxed(),
-            caches.role_bindings.wait_until_ready().boxed(),
-            caches.quotas.wait_until_ready().boxed(),
-            caches.limit_ranges.wait_until_ready().boxed(),
-            caches.network_policies.wait_until_ready().boxed(),
-            caches.products.wait_until_ready().boxed(),
+            c.domains.wait_until_ready().boxed(),
+            c.products.wait_until_ready().boxed(),
+            c.namespaces.wait_until_ready().boxed(),
+            c.role_bindings.wait_until_ready().boxed(),
+            c.roles.wait_until_ready().boxed(),
+            c.quotas.wait_until_ready().boxed(),
+            c.limit_ranges.wait_until_ready().boxed(),
+            c.network_policies.wait_until_ready().boxed(),
+            c.service_accounts.wait_until_ready().boxed(),
+            c.config_maps.wait_until_ready().boxed(),
+            c.claims.wait_until_ready().boxed(),
+            c.cron_jobs.wait_until_ready().boxed(),
+            c.deployments.wait_until_ready().boxed(),
+            c.jobs.wait_until_ready().boxed(),
         ];
         if futures::future::try_join_all(waits).await.is_ok() {
             tracing::info!("caches synced; ready");
             readiness.set_ready();
         }
     };
-    tokio::join!(domain_controller, ready);
+    // The watches run until the controllers have shut down.
+    tokio::select! {
+        _ = async { tokio::join!(domain_controller, product_controller, ready) } => {},
+        _ = drivers => {},
+    }
 }

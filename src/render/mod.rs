@@ -2,3 +2,4 @@
 //! No client, no clock, no I/O: tests feed manifests and assert on objects.
 
 pub mod domain;
+pub mod product;
