@@ -57,9 +57,9 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 
 .PHONY: integration
 integration: cluster ## Integration tests against the local control plane
-	cargo test --test cluster --test domain -- --test-threads 8
+	cargo test --test cluster --test domain --test product -- --test-threads 8
 	# Alone, after the others: it reads the API server's request counters.
-	cargo test --test steady_state
+	cargo test --test steady_state -- --test-threads 1
 
 .PHONY: test
 test: lint unit crds-check integration ## Everything CI runs

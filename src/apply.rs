@@ -65,14 +65,7 @@ impl Applier {
     /// every field of it.
     pub async fn apply<K>(&self, cache: &Store<K>, desired: &K) -> Result<Outcome, ApplyError>
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         let name = desired.name_any();
         let namespace = desired.namespace();
@@ -80,30 +73,15 @@ impl Applier {
         if let Some(ns) = &namespace {
             key = key.within(ns);
         }
-        let error = |source| ApplyError {
-            kind: K::kind(&()).into_owned(),
-            name: name.clone(),
-            source,
-        };
-        let mut body =
-            serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let error = |source| ApplyError { kind: K::kind(&()).into_owned(), name: name.clone(), source };
+        let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
         let current = match cache.get(&key) {
-            Some(current) => Some(
-                serde_json::to_value(current.as_ref())
-                    .map_err(|e| error(kube::Error::SerdeError(e)))?,
-            ),
+            Some(current) => Some(serde_json::to_value(current.as_ref()).map_err(|e| error(kube::Error::SerdeError(e)))?),
             None => None,
         };
-        self.apply_value(
-            &ApiResource::erase::<K>(&()),
-            namespace.as_deref(),
-            &name,
-            body,
-            current.as_ref(),
-        )
-        .await
+        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, current.as_ref()).await
     }
 
     /// Applies an untyped object (a kind meshplane has no Rust type or cache
@@ -115,29 +93,15 @@ impl Applier {
         current: Option<&DynamicObject>,
     ) -> Result<Outcome, ApplyError> {
         let name = desired.name_any();
-        let error = |source| ApplyError {
-            kind: resource.kind.clone(),
-            name: name.clone(),
-            source,
-        };
-        let mut body =
-            serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let error = |source| ApplyError { kind: resource.kind.clone(), name: name.clone(), source };
+        let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = resource.api_version.clone().into();
         body["kind"] = resource.kind.clone().into();
         let current = match current {
-            Some(c) => {
-                Some(serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?)
-            }
+            Some(c) => Some(serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?),
             None => None,
         };
-        self.apply_value(
-            resource,
-            desired.namespace().as_deref(),
-            &name,
-            body,
-            current.as_ref(),
-        )
-        .await
+        self.apply_value(resource, desired.namespace().as_deref(), &name, body, current.as_ref()).await
     }
 
     async fn apply_value(
@@ -158,51 +122,31 @@ impl Applier {
             None => Api::all_with(self.client.clone(), resource),
         };
         let params = PatchParams::apply(keys::FIELD_MANAGER).force();
-        api.patch(name, &params, &Patch::Apply(&body))
-            .await
-            .map_err(|source| ApplyError {
-                kind: resource.kind.clone(),
-                name: name.to_string(),
-                source,
-            })?;
-        Ok(if current.is_some() {
-            Outcome::Updated
-        } else {
-            Outcome::Created
-        })
+        api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|source| ApplyError {
+            kind: resource.kind.clone(),
+            name: name.to_string(),
+            source,
+        })?;
+        Ok(if current.is_some() { Outcome::Updated } else { Outcome::Created })
     }
 
     /// Deletes the cached objects that `owned` selects and `keep` does not
     /// name. Called only after every apply of a pass succeeded.
-    pub async fn prune<K>(
-        &self,
-        cache: &Store<K>,
-        owned: impl Fn(&K) -> bool,
-        keep: &[String],
-    ) -> Result<Vec<String>, ApplyError>
+    pub async fn prune<K>(&self, cache: &Store<K>, owned: impl Fn(&K) -> bool, keep: &[String]) -> Result<Vec<String>, ApplyError>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     {
         let mut pruned = Vec::new();
         for object in cache.state() {
             let name = object.name_any();
-            if !owned(&object) || keep.contains(&name) || object.meta().deletion_timestamp.is_some()
-            {
+            if !owned(&object) || keep.contains(&name) || object.meta().deletion_timestamp.is_some() {
                 continue;
             }
-            match self
-                .api::<K>(object.namespace().as_deref())
-                .delete(&name, &DeleteParams::background())
-                .await
-            {
+            match self.api::<K>(object.namespace().as_deref()).delete(&name, &DeleteParams::background()).await {
                 Ok(_) => pruned.push(name),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => {
-                    return Err(ApplyError {
-                        kind: K::kind(&()).into_owned(),
-                        name,
-                        source,
-                    });
+                    return Err(ApplyError { kind: K::kind(&()).into_owned(), name, source });
                 }
             }
         }
@@ -220,9 +164,7 @@ pub fn contains(actual: &Value, desired: &Value) -> bool {
             Some(av) => contains(av, dv),
             None => is_zero(dv),
         }),
-        (Value::Array(a), Value::Array(d)) => {
-            a.len() == d.len() && a.iter().zip(d).all(|(av, dv)| contains(av, dv))
-        }
+        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(av, dv)| contains(av, dv)),
         (Value::String(a), Value::String(d)) => a == d || quantities_equal(a, d),
         (Value::Number(a), Value::Number(d)) => a.as_f64() == d.as_f64(),
         (Value::Null, d) => is_zero(d),
@@ -244,9 +186,7 @@ fn is_zero(v: &Value) -> bool {
 /// Parses a Kubernetes quantity ("500m", "2Gi", "1e3", "8") to a number.
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor = match suffix {
@@ -295,18 +235,14 @@ mod tests {
     fn a_changed_or_missing_field_is_a_difference() {
         let actual = json!({"spec": {"hard": {"cpu": "8"}}});
         assert!(!contains(&actual, &json!({"spec": {"hard": {"cpu": "9"}}})));
-        assert!(!contains(
-            &actual,
-            &json!({"spec": {"hard": {"memory": "1Gi"}}})
-        ));
+        assert!(!contains(&actual, &json!({"spec": {"hard": {"memory": "1Gi"}}})));
         assert!(!contains(&json!({"l": [1, 2]}), &json!({"l": [1]})));
     }
 
     #[test]
     fn zero_values_match_absent_fields() {
         let actual = json!({"subjects": [{"kind": "ServiceAccount", "name": "a"}]});
-        let desired =
-            json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
+        let desired = json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
         assert!(contains(&actual, &desired));
     }
 

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use meshplane::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "meshplane",
-    version,
-    about = "A Kubernetes operator that makes a cluster a self-serve data-mesh platform"
-)]
+#[command(name = "meshplane", version, about = "A Kubernetes operator that makes a cluster a self-serve data-mesh platform")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,11 +30,7 @@ struct RunArgs {
     #[arg(long, env = "MESHPLANE_NAMESPACE_PREFIX", default_value = "dm-")]
     namespace_prefix: String,
     /// The namespace meshplane runs in; Strict domains admit traffic from it.
-    #[arg(
-        long,
-        env = "MESHPLANE_PLATFORM_NAMESPACE",
-        default_value = "meshplane-system"
-    )]
+    #[arg(long, env = "MESHPLANE_PLATFORM_NAMESPACE", default_value = "meshplane-system")]
     platform_namespace: String,
     /// How often every object is reconciled again without an event (e.g. 5m, 30s).
     #[arg(long, env = "MESHPLANE_RESYNC", default_value = "5m", value_parser = parse_duration)]
@@ -56,9 +48,7 @@ struct RunArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
+    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),

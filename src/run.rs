@@ -37,24 +37,15 @@ pub enum RunError {
 }
 
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(RunError::Connect)?;
+    let client = kube::Client::try_default().await.map_err(RunError::Connect)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let settings = Settings {
-        domain: DomainSettings {
-            namespace_prefix: options.namespace_prefix,
-            platform_namespace: options.platform_namespace,
-        },
+        domain: DomainSettings { namespace_prefix: options.namespace_prefix, platform_namespace: options.platform_namespace },
         resync: options.resync,
         concurrency: options.concurrency,
     };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        ?settings,
-        "meshplane starting"
-    );
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "meshplane starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -69,13 +60,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let router = server::router(metrics.clone(), readiness.clone());
     let addr = options.metrics_addr;
     let http = server::serve(addr, router, stopped(stop_rx.clone()));
-    let controllers = controllers::run(
-        client,
-        settings,
-        metrics,
-        readiness,
-        stopped(stop_rx).shared(),
-    );
+    let controllers = controllers::run(client, settings, metrics, readiness, stopped(stop_rx).shared());
     let (served, ()) = tokio::join!(http, controllers);
     served.map_err(|source| RunError::Serve { addr, source })
 }
@@ -84,8 +69,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

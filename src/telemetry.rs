@@ -40,66 +40,33 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("meshplane");
         let reconciliations = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 12))
-        });
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12)));
         let applies = Family::<ApplyLabels, Counter>::default();
-        registry.register(
-            "reconciliations",
-            "Reconcile passes, by resource kind",
-            reconciliations.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Failed reconcile passes, by kind and error category",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of reconcile passes",
-            duration.clone(),
-        );
+        registry.register("reconciliations", "Reconcile passes, by resource kind", reconciliations.clone());
+        registry.register("reconcile_errors", "Failed reconcile passes, by kind and error category", errors.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconcile passes", duration.clone());
         registry.register(
             "child_applies",
             "Children meshplane considered applying, by child kind and outcome (created, updated, unchanged)",
             applies.clone(),
         );
-        Metrics {
-            registry,
-            reconciliations,
-            errors,
-            duration,
-            applies,
-        }
+        Metrics { registry, reconciliations, errors, duration, applies }
     }
 }
 
 impl Metrics {
     /// Counts a pass and returns a guard that records its duration when dropped.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
-        self.reconciliations
-            .get_or_create(&KindLabels { kind })
-            .inc();
-        ReconcileTimer {
-            metrics: self,
-            kind,
-            start: Instant::now(),
-        }
+        self.reconciliations.get_or_create(&KindLabels { kind }).inc();
+        ReconcileTimer { metrics: self, kind, start: Instant::now() }
     }
 
     pub fn error(&self, kind: &'static str, category: &'static str) {
-        self.errors
-            .get_or_create(&ErrorLabels { kind, category })
-            .inc();
+        self.errors.get_or_create(&ErrorLabels { kind, category }).inc();
     }
 
     pub fn applied(&self, kind: &str, outcome: &'static str) {
-        self.applies
-            .get_or_create(&ApplyLabels {
-                kind: kind.to_string(),
-                outcome,
-            })
-            .inc();
+        self.applies.get_or_create(&ApplyLabels { kind: kind.to_string(), outcome }).inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -119,10 +86,7 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        self.metrics
-            .duration
-            .get_or_create(&KindLabels { kind: self.kind })
-            .observe(self.start.elapsed().as_secs_f64());
+        self.metrics.duration.get_or_create(&KindLabels { kind: self.kind }).observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -136,8 +100,7 @@ pub enum LogFormat {
 /// Installs the global log subscriber; `RUST_LOG` overrides the default level.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.with_target(false).init(),

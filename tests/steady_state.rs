@@ -1,9 +1,10 @@
-//! At steady state meshplane sends no mutating request: with 20 Ready
-//! domains and a resync every 2 seconds, the API server's own request
-//! counters show no write to anything meshplane manages over 30 seconds.
+//! meshplane's writes, counted by the API server itself
+//! (`apiserver_request_total`): a new product costs one write per child plus
+//! its status and finalizer; at steady state (20 domains, 50 products, a
+//! resync every 2 seconds) nothing meshplane manages is written at all.
 //!
-//! Runs alone (its own test binary, after the others), since it reads
-//! cluster-wide counters.
+//! Runs alone (its own test binary, after the others, one test at a time),
+//! since it reads cluster-wide counters.
 
 mod support;
 
@@ -11,13 +12,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams};
-use meshplane::api::DataDomain;
 use meshplane::api::conditions::status_of;
+use meshplane::api::{DataDomain, DataProduct};
 use support::*;
 
 const DOMAINS: usize = 20;
 const WINDOW: Duration = Duration::from_secs(30);
-const MANAGED: [&str; 7] = [
+const PRODUCTS: usize = 50;
+const MANAGED: [&str; 14] = [
     "namespaces",
     "rolebindings",
     "resourcequotas",
@@ -25,38 +27,36 @@ const MANAGED: [&str; 7] = [
     "networkpolicies",
     "datadomains",
     "dataproducts",
+    "serviceaccounts",
+    "configmaps",
+    "persistentvolumeclaims",
+    "cronjobs",
+    "deployments",
+    "roles",
+    "bucketclaims",
 ];
 
 /// apiserver_request_total series of non-read verbs on the managed
-/// resources, as `labels -> count`.
+/// resources, as `labels -> count`. Left out are the writes Kubernetes' own
+/// controllers make to these objects: a quota's usage, a workload's status,
+/// and the volume binder's update (PUT) of a claim. meshplane writes status
+/// only of its own kinds and never PUTs.
 fn mutating_requests() -> BTreeMap<String, f64> {
     let metrics = kubectl(&["get", "--raw", "/metrics"]);
     let mut out = BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
+    for line in metrics.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
         let get = |key: &str| {
             let pat = format!("{key}=\"");
-            labels
-                .split(&pat)
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_string()
+            labels.split(&pat).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_string()
         };
         let (verb, resource, subresource) = (get("verb"), get("resource"), get("subresource"));
         let read = matches!(verb.as_str(), "GET" | "LIST" | "WATCH");
-        // The controller-manager, not meshplane, writes a quota's usage.
-        let quota_usage = resource == "resourcequotas" && subresource == "status";
-        if read
-            || quota_usage
-            || !get("dry_run").is_empty()
-            || !MANAGED.contains(&resource.as_str())
-        {
+        let kubernetes_own = (subresource == "status" && resource != "datadomains" && resource != "dataproducts")
+            || (resource == "persistentvolumeclaims" && verb == "PUT");
+        if read || kubernetes_own || !get("dry_run").is_empty() || !MANAGED.contains(&resource.as_str()) {
             continue;
         }
         out.insert(labels.to_string(), value.parse().unwrap_or(0.0));
@@ -66,10 +66,79 @@ fn mutating_requests() -> BTreeMap<String, f64> {
 
 fn operator_metric(addr: &str, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").expect("operator metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+}
+
+fn total(requests: &BTreeMap<String, f64>) -> f64 {
+    requests.values().sum()
+}
+
+/// Earlier tests' deletions must have finished: a namespace being emptied by
+/// the controller-manager is a stream of writes that are not meshplane's.
+async fn quiesce() {
+    wait_until("no namespace or domain to be terminating", Duration::from_secs(120), || async {
+        let phases = kubectl(&["get", "namespaces", "-o", "jsonpath={.items[*].status.phase}"]);
+        let deleting = kubectl(&["get", "datadomains,dataproducts", "-A", "-o", "jsonpath={.items[*].metadata.deletionTimestamp}"]);
+        (!phases.contains("Terminating") && deleting.trim().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
+    operator();
+    let client = cluster().await;
+    let producer = unique("writes");
+    let consumer = unique("writes-c");
+    let ns = ready_domain(&client, &producer, "").await;
+    ready_domain(&client, &consumer, "").await;
+    quiesce().await;
+    // Let the domains' own passes finish before counting.
+    let before = wait_until("the counters to settle", Duration::from_secs(30), || async {
+        let a = total(&mutating_requests());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = mutating_requests();
+        (total(&b) == a).then_some(b)
+    })
+    .await;
+    apply(&format!(
+        "apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: costed, namespace: {ns}}}\nspec:\n  \
+         storage: [{{name: data, kind: Volume, size: 1Gi}}]\n  \
+         pipelines: [{{name: batch, image: busybox, schedule: \"@daily\", mounts: [{{storage: data, path: /d}}]}}, \
+         {{name: stream, image: busybox, mode: Continuous}}]\n  \
+         outputPorts: [{{name: out, format: Parquet, storage: data}}]\n  access: {{consumers: [{{domain: {consumer}}}]}}\n"
+    ));
+    let product = wait_product(&client, &ns, "costed", "Ready", "True").await;
+    // Ready is reported once everything settled; give stragglers a moment.
+    let after = wait_until("the counters to settle", Duration::from_secs(30), || async {
+        let a = total(&mutating_requests());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = mutating_requests();
+        (total(&b) == a).then_some(b)
+    })
+    .await;
+    let children = product.status.unwrap().resources.len() as f64;
+    // The domains' own status (their product count) is theirs, not the
+    // product's: counted separately.
+    let is_domain = |labels: &String| labels.contains("resource=\"datadomains\"");
+    let delta = |labels: &String, count: &f64| count - before.get(labels).copied().unwrap_or(0.0);
+    let writes: f64 = after.iter().filter(|(l, _)| !is_domain(l)).map(|(l, c)| delta(l, c)).sum();
+    let domain_writes: f64 = after.iter().filter(|(l, _)| is_domain(l)).map(|(l, c)| delta(l, c)).sum();
+    let detail: Vec<String> = after
+        .iter()
+        .filter_map(|(labels, count)| {
+            let delta = count - before.get(labels).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| format!("+{delta} {labels}"))
+        })
+        .collect();
+    // The create request itself is the user's, not meshplane's.
+    let meshplane_writes = writes - 1.0;
+    println!(
+        "a new product with {children} children cost {meshplane_writes} mutating requests (and {domain_writes} to its domains' status):\n{}",
+        detail.join("\n")
+    );
+    assert!(children >= 8.0, "the product has fewer children than expected: {children}");
+    assert!(meshplane_writes <= children + 2.0, "{meshplane_writes} writes for {children} children:\n{}", detail.join("\n"));
 }
 
 #[tokio::test]
@@ -81,56 +150,44 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
         apply(&format!(
             "apiVersion: meshplane.dev/v1alpha1\nkind: DataDomain\nmetadata:\n  name: {prefix}-{i}\nspec:\n  \
              owners: [{{kind: User, name: owner-{i}}}]\n  viewers: [{{kind: Group, name: readers}}]\n  \
-             network: {{egressCIDRs: [10.20.0.0/16]}}\n  quota: {{cpu: 1500m, memory: 3Gi}}\n"
+             network: {{egressCIDRs: [10.20.0.0/16]}}\n  quota: {{cpu: \"8\", memory: 16Gi}}\n"
         ));
     }
     let domains = Api::<DataDomain>::all(client.clone());
-    wait_until(
-        "20 domains to be Ready",
-        Duration::from_secs(120),
-        || async {
-            let list = domains.list(&ListParams::default()).await.ok()?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|d| {
-                    d.metadata
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with(&prefix))
-                })
-                .filter(|d| {
-                    d.status
-                        .as_ref()
-                        .is_some_and(|s| status_of(&s.conditions, "Ready") == Some("True"))
-                })
-                .count();
-            (ready == DOMAINS).then_some(())
-        },
-    )
+    wait_until("20 domains to be Ready", Duration::from_secs(120), || async {
+        let list = domains.list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|d| d.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+            .filter(|d| d.status.as_ref().is_some_and(|s| status_of(&s.conditions, "Ready") == Some("True")))
+            .count();
+        (ready == DOMAINS).then_some(())
+    })
     .await;
-    // Earlier tests' deletions must have finished: a namespace being emptied
-    // by the controller-manager is a stream of writes that are not ours.
-    wait_until(
-        "no namespace to be terminating",
-        Duration::from_secs(120),
-        || async {
-            let phases = kubectl(&[
-                "get",
-                "namespaces",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ]);
-            let deleting = kubectl(&[
-                "get",
-                "datadomains",
-                "-o",
-                "jsonpath={.items[*].metadata.deletionTimestamp}",
-            ]);
-            (!phases.contains("Terminating") && deleting.trim().is_empty()).then_some(())
-        },
-    )
+    for i in 0..PRODUCTS {
+        let ns = format!("dm-{prefix}-{}", i % DOMAINS);
+        let consumer = format!("{prefix}-{}", (i + 1) % DOMAINS);
+        apply(&format!(
+            "apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: p{i}, namespace: {ns}}}\nspec:\n  \
+             storage: [{{name: data, kind: Volume, size: 1Gi}}]\n  \
+             pipelines: [{{name: batch, image: busybox, schedule: \"@daily\", mounts: [{{storage: data, path: /d}}]}}]\n  \
+             outputPorts: [{{name: out, format: Parquet, storage: data}}]\n  access: {{consumers: [{{domain: {consumer}}}]}}\n"
+        ));
+    }
+    let products = Api::<DataProduct>::all(client.clone());
+    wait_until("50 products to be Ready", Duration::from_secs(120), || async {
+        let list = products.list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref().is_some_and(|n| n.starts_with(&format!("dm-{prefix}"))))
+            .filter(|p| p.status.as_ref().is_some_and(|s| status_of(&s.conditions, "Ready") == Some("True")))
+            .count();
+        (ready == PRODUCTS).then_some(())
+    })
     .await;
+    quiesce().await;
 
     let before = mutating_requests();
     let passes_before = operator_metric(&addr, "meshplane_reconciliations_total");
@@ -146,18 +203,8 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
             (delta > 0.0).then(|| format!("+{delta} {labels}"))
         })
         .collect();
-    println!(
-        "steady state: {passes} reconcile passes in {WINDOW:?}, {} mutating requests on managed resources",
-        changed.len()
-    );
+    println!("steady state: {passes} reconcile passes in {WINDOW:?}, {} mutating requests on managed resources", changed.len());
     let expected_passes = (DOMAINS as f64) * (WINDOW.as_secs_f64() / 2.0) / 2.0;
-    assert!(
-        passes >= expected_passes,
-        "only {passes} reconcile passes in the window; expected at least {expected_passes}"
-    );
-    assert!(
-        changed.is_empty(),
-        "mutating requests at steady state:\n{}",
-        changed.join("\n")
-    );
+    assert!(passes >= expected_passes, "only {passes} reconcile passes in the window; expected at least {expected_passes}");
+    assert!(changed.is_empty(), "mutating requests at steady state:\n{}", changed.join("\n"));
 }

@@ -53,30 +53,15 @@ pub struct Computed {
 }
 
 impl Computed {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Computed {
-            type_,
-            status,
-            reason,
-            message: message.into(),
-        }
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Computed { type_, status, reason, message: message.into() }
     }
 }
 
 /// Merges computed conditions into the current list: a condition keeps its
 /// `lastTransitionTime` unless its status flipped; `now` stamps new and
 /// flipped ones. Conditions of types not computed this pass are dropped.
-pub fn merge(
-    current: &[Condition],
-    computed: &[Computed],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn merge(current: &[Condition], computed: &[Computed], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     computed
         .iter()
         .map(|c| {
@@ -100,10 +85,7 @@ pub fn merge(
 
 /// The status (`True`/`False`/`Unknown`) of a condition type, if present.
 pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
 }
 
 #[cfg(test)]
@@ -116,52 +98,20 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
-        let first = merge(
-            &[],
-            &[Computed::new(READY, false, reason::PROGRESSING, "starting")],
-            Some(1),
-            &at(100),
-        );
+        let first = merge(&[], &[Computed::new(READY, false, reason::PROGRESSING, "starting")], Some(1), &at(100));
         assert_eq!(first[0].last_transition_time, at(100));
         // Same status, new reason and message: the time stays.
-        let same = merge(
-            &first,
-            &[Computed::new(
-                READY,
-                false,
-                reason::APPLY_FAILED,
-                "retrying",
-            )],
-            Some(2),
-            &at(200),
-        );
+        let same = merge(&first, &[Computed::new(READY, false, reason::APPLY_FAILED, "retrying")], Some(2), &at(200));
         assert_eq!(same[0].last_transition_time, at(100));
-        assert_eq!(
-            (same[0].reason.as_str(), same[0].observed_generation),
-            (reason::APPLY_FAILED, Some(2))
-        );
+        assert_eq!((same[0].reason.as_str(), same[0].observed_generation), (reason::APPLY_FAILED, Some(2)));
         // A flip moves it.
-        let flipped = merge(
-            &same,
-            &[Computed::new(READY, true, reason::RECONCILED, "done")],
-            Some(2),
-            &at(300),
-        );
-        assert_eq!(
-            (
-                flipped[0].status.as_str(),
-                flipped[0].last_transition_time.clone()
-            ),
-            ("True", at(300))
-        );
+        let flipped = merge(&same, &[Computed::new(READY, true, reason::RECONCILED, "done")], Some(2), &at(300));
+        assert_eq!((flipped[0].status.as_str(), flipped[0].last_transition_time.clone()), ("True", at(300)));
     }
 
     #[test]
     fn a_pass_that_computes_the_same_conditions_changes_nothing() {
-        let computed = [
-            Computed::new(READY, true, reason::RECONCILED, "ok"),
-            Computed::new(STALLED, false, reason::NOT_STALLED, ""),
-        ];
+        let computed = [Computed::new(READY, true, reason::RECONCILED, "ok"), Computed::new(STALLED, false, reason::NOT_STALLED, "")];
         let once = merge(&[], &computed, Some(3), &at(1));
         let twice = merge(&once, &computed, Some(3), &at(99));
         assert_eq!(once, twice);

@@ -65,10 +65,7 @@ pub struct DataDomainSpec {
     /// followed by the domain's name. meshplane never adopts a namespace it did
     /// not create. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 
     /// Resource limits of the domain's namespace, enforced by a ResourceQuota
@@ -83,13 +80,7 @@ pub struct DataDomainSpec {
     /// StorageClasses that the domain's DataProducts may use. Empty means any
     /// class of the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 32),
-        inner(
-            length(min = 1, max = 253),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-        )
-    )]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     pub storage_classes: Vec<String>,
 
     /// What happens to the domain's namespace when the domain is deleted.
@@ -180,9 +171,7 @@ pub struct DomainNetwork {
 }
 
 /// How a domain's namespace is isolated on the network.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum NetworkIsolation {
     #[default]
     Strict,
@@ -190,9 +179,7 @@ pub enum NetworkIsolation {
 }
 
 /// What deleting a DataDomain does to its namespace.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum DomainDeletionPolicy {
     #[default]
     Block,

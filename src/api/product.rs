@@ -123,9 +123,7 @@ pub struct DataProductSpec {
 }
 
 /// Maturity of a data product.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Lifecycle {
     #[default]
     Experimental,
@@ -134,19 +132,7 @@ pub enum Lifecycle {
 }
 
 /// Sensitivity of a data product's data, from least to most sensitive.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Classification {
     Public,
     #[default]
@@ -163,10 +149,7 @@ pub enum Classification {
 )]
 pub struct Storage {
     /// Name of the storage, unique in the product; it names the claim `<product>-<name>`.
-    #[schemars(
-        length(min = 1, max = 20),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
     /// `Volume` (a PersistentVolumeClaim) or `Bucket` (a COSI BucketClaim and BucketAccess).
@@ -182,18 +165,12 @@ pub struct Storage {
     /// must be one the domain allows; unset means the domain's first allowed
     /// class, or the cluster's default class when the domain allows any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub storage_class: Option<String>,
 
     /// BucketAccessClass of a Bucket's credentials; defaults to `storageClass`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub bucket_access_class: Option<String>,
 
     /// What deleting the product does to this storage: `Retain` (default)
@@ -211,9 +188,7 @@ pub enum StorageKind {
 }
 
 /// What deleting a product does to its storage.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum DeletionPolicy {
     #[default]
     Retain,
@@ -231,10 +206,7 @@ pub enum DeletionPolicy {
 pub struct Pipeline {
     /// Name of the pipeline, unique in the product; it names the CronJob or
     /// Deployment `<product>-<name>`.
-    #[schemars(
-        length(min = 1, max = 20),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
     /// Container image that runs the pipeline.
@@ -269,9 +241,7 @@ pub struct Pipeline {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 128),
-        regex(
-            pattern = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|([0-9*/,?A-Za-z-]+ +){4}[0-9*/,?A-Za-z-]+)$"
-        )
+        regex(pattern = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|([0-9*/,?A-Za-z-]+ +){4}[0-9*/,?A-Za-z-]+)$")
     )]
     pub schedule: Option<String>,
 
@@ -297,9 +267,7 @@ fn one() -> i32 {
 }
 
 /// How a pipeline runs.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum PipelineMode {
     #[default]
     Batch,
@@ -310,10 +278,7 @@ pub enum PipelineMode {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnvVar {
     /// Name of the variable.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
     /// Value of the variable.
     #[serde(default)]
@@ -366,23 +331,14 @@ pub struct Mount {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
     /// Local name of the input, unique in the product; pipelines refer to it.
-    #[schemars(
-        length(min = 1, max = 40),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// DataDomain of the upstream product; this product's own domain when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub domain: Option<String>,
     /// Name of the upstream DataProduct.
-    #[schemars(
-        length(min = 1, max = 30),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 30), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub product: String,
     /// Output port of the upstream product that is read; any when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,10 +350,7 @@ pub struct Input {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputPort {
     /// Name of the port, unique in the product.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Data format, such as Parquet, Delta, Iceberg, CSV, JSON, Avro or a table or topic.
     #[schemars(length(min = 1, max = 64))]
@@ -468,10 +421,7 @@ pub struct Access {
 pub struct Consumer {
     /// A DataDomain whose pipelines and members may read the product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub domain: Option<String>,
     /// A user, group or service account that may read the product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -556,9 +506,7 @@ pub struct InputStatus {
 }
 
 /// An object meshplane provisioned.
-#[derive(
-    KubeSchema, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResourceRef {
     pub kind: String,
     pub name: String,

@@ -4,19 +4,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 /// Kinds of RBAC subject meshplane binds.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SubjectKind {
     User,
     Group,
@@ -34,9 +22,7 @@ impl SubjectKind {
 }
 
 /// A user, group or service account that is granted a role.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, KubeSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)")
@@ -51,33 +37,18 @@ pub struct Subject {
     pub name: String,
     /// Namespace of a `ServiceAccount` subject. Required for ServiceAccount, not allowed otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 
 impl Subject {
     pub fn user(name: &str) -> Self {
-        Subject {
-            kind: SubjectKind::User,
-            name: name.into(),
-            namespace: None,
-        }
+        Subject { kind: SubjectKind::User, name: name.into(), namespace: None }
     }
     pub fn group(name: &str) -> Self {
-        Subject {
-            kind: SubjectKind::Group,
-            name: name.into(),
-            namespace: None,
-        }
+        Subject { kind: SubjectKind::Group, name: name.into(), namespace: None }
     }
     pub fn service_account(namespace: &str, name: &str) -> Self {
-        Subject {
-            kind: SubjectKind::ServiceAccount,
-            name: name.into(),
-            namespace: Some(namespace.into()),
-        }
+        Subject { kind: SubjectKind::ServiceAccount, name: name.into(), namespace: Some(namespace.into()) }
     }
 }

@@ -41,17 +41,11 @@ pub struct Watches {
 }
 
 /// The DataDomain controller, ready to be awaited.
-pub async fn controller(
-    ctx: Arc<Context>,
-    watches: Watches,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let namespaces = ctx.caches.namespaces.clone();
     // The debounce lets a burst of events (a pass's own children arriving in
     // the caches, its status write) settle into one pass that sees them all.
-    let config = kube::runtime::controller::Config::default()
-        .concurrency(ctx.settings.concurrency)
-        .debounce(Duration::from_millis(500));
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(500));
     Controller::for_shared_stream(watches.domains, ctx.caches.domains.clone())
         .with_config(config)
         .owns_shared_stream(watches.namespaces)
@@ -63,9 +57,7 @@ pub async fn controller(
         // unblock the domain's deletion.
         .watches_shared_stream(watches.products, move |product| {
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
-            Some(ObjectRef::<DataDomain>::new(
-                ns.labels().get(keys::LABEL_DOMAIN)?,
-            ))
+            Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -107,23 +99,10 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
             return Ok(Action::requeue(ctx.settings.resync));
         }
         NamespaceState::Terminating => {
-            let message = format!(
-                "namespace `{}` is still being deleted; waiting to create it again",
-                valid.namespace
-            );
+            let message = format!("namespace `{}` is still being deleted; waiting to create it again", valid.namespace);
             let computed = vec![
-                Computed::new(
-                    conditions::READY,
-                    false,
-                    reason::NAMESPACE_TERMINATING,
-                    &message,
-                ),
-                Computed::new(
-                    conditions::RECONCILING,
-                    true,
-                    reason::NAMESPACE_TERMINATING,
-                    &message,
-                ),
+                Computed::new(conditions::READY, false, reason::NAMESPACE_TERMINATING, &message),
+                Computed::new(conditions::RECONCILING, true, reason::NAMESPACE_TERMINATING, &message),
                 Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
             ];
             write_status(&domain, &ctx, None, computed).await?;
@@ -138,13 +117,7 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
     let quota = ctx.caches.quotas.get(&ObjectRef::from_obj(&bundle.quota));
     let unaccounted = quota_unaccounted(&bundle.quota, quota.as_deref());
     let computed = provisioned_conditions(&valid, &bundle, &applied, &unaccounted);
-    write_status(
-        &domain,
-        &ctx,
-        Some((valid.namespace.clone(), products)),
-        computed,
-    )
-    .await?;
+    write_status(&domain, &ctx, Some((valid.namespace.clone(), products)), computed).await?;
     applied.result?;
     Ok(Action::requeue(ctx.settings.resync))
 }
@@ -159,45 +132,25 @@ enum NamespaceState {
 /// Where the domain's namespace stands: from the cache when meshplane made
 /// it, from the API server otherwise (a foreign namespace is not cached).
 async fn observe_namespace(domain: &ValidDomain<'_>, ctx: &Context) -> Result<NamespaceState> {
-    let namespace = match ctx
-        .caches
-        .namespaces
-        .get(&ObjectRef::new(&domain.namespace))
-    {
+    let namespace = match ctx.caches.namespaces.get(&ObjectRef::new(&domain.namespace)) {
         Some(ns) => Some((*ns).clone()),
         None => Api::<Namespace>::all(ctx.client.clone())
             .get_opt(&domain.namespace)
             .await
-            .map_err(Error::kube(format!(
-                "reading namespace {}",
-                domain.namespace
-            )))?,
+            .map_err(Error::kube(format!("reading namespace {}", domain.namespace)))?,
     };
     let Some(namespace) = namespace else {
         return Ok(NamespaceState::Absent);
     };
-    let owned = namespace
-        .owner_references()
-        .iter()
-        .any(|o| o.uid == domain.uid);
-    let ours = namespace
-        .labels()
-        .get(keys::LABEL_DOMAIN)
-        .map(String::as_str)
-        == Some(domain.name)
-        && namespace
-            .labels()
-            .get(keys::LABEL_MANAGED_BY)
-            .map(String::as_str)
-            == Some(keys::MANAGED_BY);
-    Ok(
-        match (owned, namespace.metadata.deletion_timestamp.is_some()) {
-            (true, false) => NamespaceState::Owned,
-            // A namespace of an earlier DataDomain of the same name, on its way out.
-            (_, true) if owned || ours => NamespaceState::Terminating,
-            _ => NamespaceState::Foreign,
-        },
-    )
+    let owned = namespace.owner_references().iter().any(|o| o.uid == domain.uid);
+    let ours = namespace.labels().get(keys::LABEL_DOMAIN).map(String::as_str) == Some(domain.name)
+        && namespace.labels().get(keys::LABEL_MANAGED_BY).map(String::as_str) == Some(keys::MANAGED_BY);
+    Ok(match (owned, namespace.metadata.deletion_timestamp.is_some()) {
+        (true, false) => NamespaceState::Owned,
+        // A namespace of an earlier DataDomain of the same name, on its way out.
+        (_, true) if owned || ours => NamespaceState::Terminating,
+        _ => NamespaceState::Foreign,
+    })
 }
 
 /// What applying the bundle achieved: how far it got and how it ended.
@@ -214,71 +167,30 @@ const PARTS: [(&str, &str); 4] = [
     (conditions::NETWORK_READY, "network policies"),
 ];
 
-async fn apply(
-    domain: &DataDomain,
-    valid: &ValidDomain<'_>,
-    bundle: &DomainBundle,
-    ctx: &Context,
-) -> Applied {
+async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBundle, ctx: &Context) -> Applied {
     let mut done = 0;
     let result = async {
         let c = &ctx.caches;
         let a = &ctx.applier;
-        record(
-            domain,
-            ctx,
-            &bundle.namespace,
-            a.apply(&c.namespaces, &bundle.namespace).await?,
-        )
-        .await;
+        record(domain, ctx, &bundle.namespace, a.apply(&c.namespaces, &bundle.namespace).await?).await;
         done += 1;
         for rb in &bundle.role_bindings {
             record(domain, ctx, rb, a.apply(&c.role_bindings, rb).await?).await;
         }
         done += 1;
-        record(
-            domain,
-            ctx,
-            &bundle.quota,
-            a.apply(&c.quotas, &bundle.quota).await?,
-        )
-        .await;
-        record(
-            domain,
-            ctx,
-            &bundle.limit_range,
-            a.apply(&c.limit_ranges, &bundle.limit_range).await?,
-        )
-        .await;
+        record(domain, ctx, &bundle.quota, a.apply(&c.quotas, &bundle.quota).await?).await;
+        record(domain, ctx, &bundle.limit_range, a.apply(&c.limit_ranges, &bundle.limit_range).await?).await;
         done += 1;
         for np in &bundle.network_policies {
             record(domain, ctx, np, a.apply(&c.network_policies, np).await?).await;
         }
         // Prune only after every apply succeeded: policies the spec no longer
         // asks for (isolation turned Open, egress CIDRs removed).
-        let keep: Vec<String> = bundle
-            .network_policies
-            .iter()
-            .map(|p| p.name_any())
-            .collect();
-        let pruned = a
-            .prune(&c.network_policies, |np| is_child(np, valid), &keep)
-            .await?;
+        let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
+        let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
         for name in pruned {
-            let note = format!(
-                "Deleted NetworkPolicy {name} from namespace {}",
-                valid.namespace
-            );
-            publish(
-                domain,
-                ctx,
-                EventType::Normal,
-                "Deleted",
-                "Prune",
-                note,
-                None,
-            )
-            .await;
+            let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);
+            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", note, None).await;
         }
         done += 1;
         Ok::<(), Error>(())
@@ -289,22 +201,12 @@ async fn apply(
 
 fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
     object.meta().namespace.as_deref() == Some(domain.namespace.as_str())
-        && object
-            .meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.uid == domain.uid)
+        && object.meta().owner_references.iter().flatten().any(|o| o.uid == domain.uid)
 }
 
 /// Counts the write and emits the Event that makes it part of the audit
 /// trail, naming the child as the Event's related object.
-async fn record<K: Resource<DynamicType = ()>>(
-    domain: &DataDomain,
-    ctx: &Context,
-    child: &K,
-    outcome: Outcome,
-) {
+async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, outcome: Outcome) {
     let kind = K::kind(&());
     ctx.metrics.applied(&kind, outcome.as_str());
     let reason = match outcome {
@@ -314,24 +216,10 @@ async fn record<K: Resource<DynamicType = ()>>(
         Outcome::Updated => "Updated",
     };
     let name = child.meta().name.as_deref().unwrap_or_default();
-    let place = child
-        .meta()
-        .namespace
-        .as_deref()
-        .map(|ns| format!(" in namespace {ns}"))
-        .unwrap_or_default();
+    let place = child.meta().namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
     let note = format!("{reason} {kind} {name}{place}");
     tracing::info!(domain = %domain.name_any(), "{note}");
-    publish(
-        domain,
-        ctx,
-        EventType::Normal,
-        reason,
-        "Provision",
-        note,
-        Some(child.object_ref(&())),
-    )
-    .await;
+    publish(domain, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
 fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
@@ -347,13 +235,7 @@ async fn publish(
     note: String,
     secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary,
-    };
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
     if let Err(error) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
         tracing::warn!(domain = %domain.name_any(), %error, "could not publish event");
     }
@@ -361,39 +243,17 @@ async fn publish(
 
 /// A Warning Event, emitted when the condition it explains first appears.
 async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &str) {
-    let current = domain
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let already = current.iter().any(|c| {
-        c.type_ == conditions::STALLED
-            && c.status == "True"
-            && c.reason == reason
-            && c.message == message
-    });
+    let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let already =
+        current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
     if !already {
         tracing::warn!(domain = %domain.name_any(), reason, "{message}");
-        publish(
-            domain,
-            ctx,
-            EventType::Warning,
-            reason,
-            "Reconcile",
-            message.to_string(),
-            None,
-        )
-        .await;
+        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
     }
 }
 
 fn product_count(namespace: &str, ctx: &Context) -> i32 {
-    ctx.caches
-        .products
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace))
-        .count() as i32
+    ctx.caches.products.state().iter().filter(|p| p.namespace().as_deref() == Some(namespace)).count() as i32
 }
 
 fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
@@ -407,24 +267,13 @@ fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
 async fn stall(domain: &DataDomain, ctx: &Context, problem: &DomainSpecError) -> Result<Action> {
     let message = problem.to_string();
     warn_once(domain, ctx, reason::INVALID_SPEC, &message).await;
-    write_status(
-        domain,
-        ctx,
-        None,
-        stalled_conditions(reason::INVALID_SPEC, &message),
-    )
-    .await?;
+    write_status(domain, ctx, None, stalled_conditions(reason::INVALID_SPEC, &message)).await?;
     // Nothing changes until the spec does; a spec change triggers a pass.
     Ok(Action::await_change())
 }
 
 /// Conditions after an apply pass (pure).
-fn provisioned_conditions(
-    valid: &ValidDomain<'_>,
-    bundle: &DomainBundle,
-    applied: &Applied,
-    unaccounted: &[String],
-) -> Vec<Computed> {
+fn provisioned_conditions(valid: &ValidDomain<'_>, bundle: &DomainBundle, applied: &Applied, unaccounted: &[String]) -> Vec<Computed> {
     let mut computed = Vec::new();
     for (i, (type_, what)) in PARTS.iter().enumerate() {
         computed.push(if i < applied.done {
@@ -452,57 +301,21 @@ fn provisioned_conditions(
                 bundle.role_bindings.len(),
                 bundle.network_policies.len()
             );
-            computed.push(Computed::new(
-                conditions::READY,
-                true,
-                reason::RECONCILED,
-                message,
-            ));
-            computed.push(Computed::new(
-                conditions::RECONCILING,
-                false,
-                reason::NOT_RECONCILING,
-                "",
-            ));
+            computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
+            computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
         }
         Ok(()) => {
-            let message =
-                "everything is applied; waiting for the quota to be accounted (QuotaReady)";
-            computed.push(Computed::new(
-                conditions::READY,
-                false,
-                reason::QUOTA_PENDING,
-                message,
-            ));
-            computed.push(Computed::new(
-                conditions::RECONCILING,
-                true,
-                reason::QUOTA_PENDING,
-                message,
-            ));
+            let message = "everything is applied; waiting for the quota to be accounted (QuotaReady)";
+            computed.push(Computed::new(conditions::READY, false, reason::QUOTA_PENDING, message));
+            computed.push(Computed::new(conditions::RECONCILING, true, reason::QUOTA_PENDING, message));
         }
         Err(error) => {
             let message = format!("provisioning is retrying: {error}");
-            computed.push(Computed::new(
-                conditions::READY,
-                false,
-                reason::APPLY_FAILED,
-                &message,
-            ));
-            computed.push(Computed::new(
-                conditions::RECONCILING,
-                true,
-                reason::APPLY_FAILED,
-                &message,
-            ));
+            computed.push(Computed::new(conditions::READY, false, reason::APPLY_FAILED, &message));
+            computed.push(Computed::new(conditions::RECONCILING, true, reason::APPLY_FAILED, &message));
         }
     }
-    computed.push(Computed::new(
-        conditions::STALLED,
-        false,
-        reason::NOT_STALLED,
-        "",
-    ));
+    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
     computed
 }
 
@@ -511,23 +324,12 @@ fn provisioned_conditions(
 /// those kinds ("status unknown for quota"), so the domain is not Ready.
 pub fn quota_unaccounted(desired: &ResourceQuota, actual: Option<&ResourceQuota>) -> Vec<String> {
     let hard = desired.spec.as_ref().and_then(|s| s.hard.as_ref());
-    let used = actual
-        .and_then(|q| q.status.as_ref())
-        .and_then(|s| s.used.as_ref());
-    hard.into_iter()
-        .flat_map(|h| h.keys())
-        .filter(|key| !used.is_some_and(|u| u.contains_key(*key)))
-        .cloned()
-        .collect()
+    let used = actual.and_then(|q| q.status.as_ref()).and_then(|s| s.used.as_ref());
+    hard.into_iter().flat_map(|h| h.keys()).filter(|key| !used.is_some_and(|u| u.contains_key(*key))).cloned().collect()
 }
 
 /// The status a pass computed (pure), given the current one.
-pub fn next_status(
-    domain: &DataDomain,
-    provisioned: Option<(String, i32)>,
-    computed: &[Computed],
-    now: &Time,
-) -> DataDomainStatus {
+pub fn next_status(domain: &DataDomain, provisioned: Option<(String, i32)>, computed: &[Computed], now: &Time) -> DataDomainStatus {
     let current = domain.status.clone().unwrap_or_default();
     let (namespace, data_products) = match provisioned {
         Some((ns, count)) => (Some(ns), Some(count)),
@@ -537,22 +339,12 @@ pub fn next_status(
         namespace,
         data_products,
         observed_generation: domain.metadata.generation,
-        conditions: conditions::merge(
-            &current.conditions,
-            computed,
-            domain.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&current.conditions, computed, domain.metadata.generation, now),
     }
 }
 
 /// Patches the status only when it differs from what the domain carries.
-async fn write_status(
-    domain: &DataDomain,
-    ctx: &Context,
-    provisioned: Option<(String, i32)>,
-    computed: Vec<Computed>,
-) -> Result<()> {
+async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i32)>, computed: Vec<Computed>) -> Result<()> {
     let status = next_status(domain, provisioned, &computed, &now());
     if domain.status.as_ref() == Some(&status) {
         return Ok(());
@@ -563,16 +355,9 @@ async fn write_status(
         "status": status,
     });
     Api::<DataDomain>::all(ctx.client.clone())
-        .patch_status(
-            &domain.name_any(),
-            &PatchParams::apply(keys::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(&domain.name_any(), &PatchParams::apply(keys::FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(Error::kube(format!(
-            "patching status of DataDomain {}",
-            domain.name_any()
-        )))?;
+        .map_err(Error::kube(format!("patching status of DataDomain {}", domain.name_any())))?;
     Ok(())
 }
 
@@ -582,11 +367,7 @@ fn now() -> Time {
 }
 
 async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
-    if domain
-        .finalizers()
-        .iter()
-        .any(|f| f == keys::FINALIZER_DOMAIN)
-    {
+    if domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
         return Ok(());
     }
     let mut finalizers = domain.finalizers().to_vec();
@@ -596,23 +377,12 @@ async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
 
 /// Replaces the finalizer list, guarded by the resourceVersion it was read
 /// at, so a concurrent change is retried instead of overwritten.
-async fn patch_finalizers(
-    domain: &DataDomain,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<()> {
+async fn patch_finalizers(domain: &DataDomain, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
     Api::<DataDomain>::all(ctx.client.clone())
-        .patch(
-            &domain.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&domain.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(Error::kube(format!(
-            "updating finalizers of DataDomain {}",
-            domain.name_any()
-        )))?;
+        .map_err(Error::kube(format!("updating finalizers of DataDomain {}", domain.name_any())))?;
     Ok(())
 }
 
@@ -620,11 +390,7 @@ async fn patch_finalizers(
 /// namespace is deleted only when meshplane owns it. Never blocks on anything
 /// but the user's own products: a missing namespace or CRD is no obstacle.
 async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
-    if !domain
-        .finalizers()
-        .iter()
-        .any(|f| f == keys::FINALIZER_DOMAIN)
-    {
+    if !domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
         return Ok(Action::await_change());
     }
     let namespace = domain_namespace(domain, ctx);
@@ -633,27 +399,19 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
         .await
         .map_err(Error::kube(format!("reading namespace {namespace}")))?
     {
-        Some(ns) => domain
-            .metadata
-            .uid
-            .as_deref()
-            .is_some_and(|uid| ns.owner_references().iter().any(|o| o.uid == uid)),
+        Some(ns) => domain.metadata.uid.as_deref().is_some_and(|uid| ns.owner_references().iter().any(|o| o.uid == uid)),
         None => false,
     };
     if owned {
         if domain.spec.deletion_policy == crate::api::domain::DomainDeletionPolicy::Block {
             // Ask the API server, not the cache: a product the cache has not
             // seen yet must not be deleted with the namespace.
-            let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace)
-                .list_metadata(&ListParams::default())
-                .await
+            let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace).list_metadata(&ListParams::default()).await
             {
                 Ok(list) => list.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
                 Err(e) => {
-                    return Err(Error::kube(format!("listing DataProducts in {namespace}"))(
-                        e,
-                    ));
+                    return Err(Error::kube(format!("listing DataProducts in {namespace}"))(e));
                 }
             };
             if !products.is_empty() {
@@ -662,51 +420,16 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                     "deletion waits: namespace {namespace} holds {} DataProduct(s) ({}{}); delete them, or set spec.deletionPolicy: Cascade to delete them with the domain",
                     products.len(),
                     shown.join(", "),
-                    if products.len() > shown.len() {
-                        ", ..."
-                    } else {
-                        ""
-                    }
+                    if products.len() > shown.len() { ", ..." } else { "" }
                 );
-                let current = domain
-                    .status
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default();
-                if !current
-                    .iter()
-                    .any(|c| c.type_ == conditions::DELETING && c.message == message)
-                {
-                    publish(
-                        domain,
-                        ctx,
-                        EventType::Warning,
-                        reason::DATA_PRODUCTS_REMAIN,
-                        "Delete",
-                        message.clone(),
-                        None,
-                    )
-                    .await;
+                let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
+                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
                 }
                 let computed = vec![
-                    Computed::new(
-                        conditions::READY,
-                        false,
-                        reason::DATA_PRODUCTS_REMAIN,
-                        &message,
-                    ),
-                    Computed::new(
-                        conditions::DELETING,
-                        true,
-                        reason::DATA_PRODUCTS_REMAIN,
-                        &message,
-                    ),
-                    Computed::new(
-                        conditions::RECONCILING,
-                        true,
-                        reason::DATA_PRODUCTS_REMAIN,
-                        &message,
-                    ),
+                    Computed::new(conditions::READY, false, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(conditions::DELETING, true, reason::DATA_PRODUCTS_REMAIN, &message),
+                    Computed::new(conditions::RECONCILING, true, reason::DATA_PRODUCTS_REMAIN, &message),
                     Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
                 ];
                 let provisioned = Some((namespace.clone(), products.len() as i32));
@@ -716,36 +439,16 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
         }
-        match Api::<Namespace>::all(ctx.client.clone())
-            .delete(&namespace, &DeleteParams::background())
-            .await
-        {
+        match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {
             Ok(_) => {
-                let note = format!(
-                    "Deleted namespace {namespace} ({:?} deletion policy)",
-                    domain.spec.deletion_policy
-                );
-                publish(
-                    domain,
-                    ctx,
-                    EventType::Normal,
-                    "Deleted",
-                    "Delete",
-                    note,
-                    None,
-                )
-                .await
+                let note = format!("Deleted namespace {namespace} ({:?} deletion policy)", domain.spec.deletion_policy);
+                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", note, None).await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),
         }
     }
-    let remaining: Vec<String> = domain
-        .finalizers()
-        .iter()
-        .filter(|f| *f != keys::FINALIZER_DOMAIN)
-        .cloned()
-        .collect();
+    let remaining: Vec<String> = domain.finalizers().iter().filter(|f| *f != keys::FINALIZER_DOMAIN).cloned().collect();
     patch_finalizers(domain, ctx, remaining).await?;
     Ok(Action::await_change())
 }

@@ -17,9 +17,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
@@ -98,19 +96,11 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
 
 impl<K> Shared<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     fn watch(client: &Client, config: watcher::Config, subscribers: usize) -> Self {
         let (store, writer) = reflector::store_shared(1024);
-        let subscribers = (0..subscribers)
-            .filter_map(|_| writer.subscribe())
-            .collect();
+        let subscribers = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
         let kind = K::kind(&()).into_owned();
         let driver = watcher(Api::<K>::all(client.clone()), config)
             .default_backoff()
@@ -123,17 +113,11 @@ where
                 futures::future::ready(None::<()>)
             })
             .boxed();
-        Shared {
-            store,
-            subscribers,
-            driver,
-        }
+        Shared { store, subscribers, driver }
     }
 
     fn take(&mut self) -> ReflectHandle<K> {
-        self.subscribers
-            .pop()
-            .expect("one subscriber per controller that watches this kind")
+        self.subscribers.pop().expect("one subscriber per controller that watches this kind")
     }
 }
 
@@ -179,13 +163,8 @@ pub async fn run(
         deployments: deployments.store.clone(),
         jobs: jobs.store.clone(),
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: keys::EVENT_REPORTER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
     let ctx = Arc::new(Context {
         client: client.clone(),
         applier: Applier::new(client.clone()),

@@ -27,17 +27,12 @@ use serde_json::json;
 use super::Context;
 use super::error::{Error, Result};
 use crate::api::conditions::{self, Computed, reason};
-use crate::api::product::{
-    DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind,
-};
+use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus};
 use crate::apply::Outcome;
 use crate::keys;
 use crate::render::domain::namespace_name;
-use crate::render::product::{
-    self as render, InputState, ProductBundle, ProductSpecError, ResolvedConsumer, ResolvedInput,
-    ValidProduct,
-};
+use crate::render::product::{self as render, InputState, ProductBundle, ProductSpecError, ResolvedConsumer, ResolvedInput, ValidProduct};
 use crate::storage::{self, StorageState};
 
 pub const KIND: &str = "DataProduct";
@@ -59,14 +54,8 @@ pub struct Watches {
 }
 
 /// The DataProduct controller, ready to be awaited.
-pub async fn controller(
-    ctx: Arc<Context>,
-    watches: Watches,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let config = kube::runtime::controller::Config::default()
-        .concurrency(ctx.settings.concurrency)
-        .debounce(Duration::from_millis(500));
+pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(500));
     let products = ctx.caches.products.clone();
     let products_for_domains = ctx.caches.products.clone();
     let settings = ctx.settings.domain.clone();
@@ -88,37 +77,20 @@ pub async fn controller(
         // A producer's change (a grant, a deletion, a deprecation) reaches
         // every product that reads it.
         .watches_shared_stream(watches.producers, move |producer| {
-            let domain = producer
-                .labels()
-                .get(keys::LABEL_DOMAIN)
-                .cloned()
-                .unwrap_or_default();
-            consumers_of(
-                &products,
-                producer.namespace().as_deref(),
-                &producer.name_any(),
-                &domain,
-            )
+            let domain = producer.labels().get(keys::LABEL_DOMAIN).cloned().unwrap_or_default();
+            consumers_of(&products, producer.namespace().as_deref(), &producer.name_any(), &domain)
         })
         // A domain's change (its classes, its people, its existence) reaches
         // its own products and those that grant it access.
         .watches_shared_stream(watches.domains, move |domain| {
             let name = domain.name_any();
-            let namespace = domain
-                .status
-                .as_ref()
-                .and_then(|s| s.namespace.clone())
-                .unwrap_or_else(|| namespace_name(&domain, &settings));
+            let namespace = domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(&domain, &settings));
             products_for_domains
                 .state()
                 .into_iter()
                 .filter(|p| {
                     p.namespace().as_deref() == Some(namespace.as_str())
-                        || p.spec
-                            .access
-                            .consumers
-                            .iter()
-                            .any(|c| c.domain.as_deref() == Some(name.as_str()))
+                        || p.spec.access.consumers.iter().any(|c| c.domain.as_deref() == Some(name.as_str()))
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
@@ -169,30 +141,17 @@ fn api(ctx: &Context, namespace: &str) -> Api<DataProduct> {
 /// The DataDomain whose namespace (made by meshplane, labelled with the
 /// domain) holds the product.
 fn owning_domain(product: &DataProduct, ctx: &Context) -> Option<Arc<DataDomain>> {
-    let ns = ctx
-        .caches
-        .namespaces
-        .get(&ObjectRef::new(product.namespace().as_deref()?))?;
+    let ns = ctx.caches.namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
     if ns.labels().get(keys::LABEL_MANAGED_BY).map(String::as_str) != Some(keys::MANAGED_BY) {
         return None;
     }
-    let domain = ctx
-        .caches
-        .domains
-        .get(&ObjectRef::new(ns.labels().get(keys::LABEL_DOMAIN)?))?;
+    let domain = ctx.caches.domains.get(&ObjectRef::new(ns.labels().get(keys::LABEL_DOMAIN)?))?;
     let uid = domain.metadata.uid.as_deref()?;
-    ns.owner_references()
-        .iter()
-        .any(|o| o.uid == uid)
-        .then_some(domain)
+    ns.owner_references().iter().any(|o| o.uid == uid).then_some(domain)
 }
 
 fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
-    domain
-        .status
-        .as_ref()
-        .and_then(|s| s.namespace.clone())
-        .unwrap_or_else(|| namespace_name(domain, &ctx.settings.domain))
+    domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(domain, &ctx.settings.domain))
 }
 
 async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Action> {
@@ -204,13 +163,7 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
 
     let namespace = product.namespace().unwrap_or_default();
     let Some(domain) = owning_domain(&product, &ctx) else {
-        return stall(
-            &product,
-            &ctx,
-            None,
-            &ProductSpecError::NotInDomain { namespace },
-        )
-        .await;
+        return stall(&product, &ctx, None, &ProductSpecError::NotInDomain { namespace }).await;
     };
     let valid = match render::validate(&product, &domain) {
         Ok(valid) => valid,
@@ -218,8 +171,7 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
     };
 
     let find_domain = |name: &str| ctx.caches.domains.get(&ObjectRef::new(name));
-    let find_product =
-        |ns: &str, name: &str| ctx.caches.products.get(&ObjectRef::new(name).within(ns));
+    let find_product = |ns: &str, name: &str| ctx.caches.products.get(&ObjectRef::new(name).within(ns));
     let namespace_of = |d: &DataDomain| domain_namespace(d, &ctx);
     let inputs = render::resolve_inputs(&valid, &find_domain, &find_product, &namespace_of);
     let consumers = render::resolve_consumers(&valid, &find_domain, &namespace_of);
@@ -233,34 +185,17 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
         .state()
         .into_iter()
         .filter(|j| {
-            j.namespace().as_deref() == Some(valid.namespace)
-                && j.labels().get(keys::LABEL_PRODUCT).map(String::as_str) == Some(valid.name)
+            j.namespace().as_deref() == Some(valid.namespace) && j.labels().get(keys::LABEL_PRODUCT).map(String::as_str) == Some(valid.name)
         })
         .collect();
-    let deployments: Vec<Arc<Deployment>> = bundle
-        .deployments
-        .iter()
-        .filter_map(|d| ctx.caches.deployments.get(&ObjectRef::from_obj(d)))
-        .collect();
+    let deployments: Vec<Arc<Deployment>> =
+        bundle.deployments.iter().filter_map(|d| ctx.caches.deployments.get(&ObjectRef::from_obj(d))).collect();
     let pipelines = pipeline_statuses(&product, &jobs, &deployments);
     let now = jiff::Timestamp::now();
     let fresh = freshness(&product, &pipelines, now);
 
-    let computed = product_conditions(
-        &valid,
-        &applied,
-        &storage_states,
-        &pipelines,
-        &inputs,
-        &consumers,
-        fresh.as_ref().map(|f| &f.0),
-    );
-    let status = Observed {
-        domain: valid.domain_name.to_string(),
-        pipelines,
-        inputs: &inputs,
-        resources: resources_of(&bundle, &applied),
-    };
+    let computed = product_conditions(&valid, &applied, &storage_states, &pipelines, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
+    let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
     // pass, moments later), so a new product costs one status write.
     let created = applied.created;
@@ -297,34 +232,14 @@ async fn apply(
     consumers: &[ResolvedConsumer],
     ctx: &Context,
 ) -> Applied {
-    let mut applied = Applied {
-        storage_ok: false,
-        missing_backends: Vec::new(),
-        access_ok: false,
-        pipelines_ok: false,
-        created: false,
-        result: Ok(()),
-    };
+    let mut applied =
+        Applied { storage_ok: false, missing_backends: Vec::new(), access_ok: false, pipelines_ok: false, created: false, result: Ok(()) };
     let c = &ctx.caches;
     let a = &ctx.applier;
     let result = async {
-        note(
-            product,
-            ctx,
-            &bundle.service_account,
-            a.apply(&c.service_accounts, &bundle.service_account)
-                .await?,
-            &mut applied.created,
-        )
-        .await;
-        note(
-            product,
-            ctx,
-            &bundle.descriptor,
-            a.apply(&c.config_maps, &bundle.descriptor).await?,
-            &mut applied.created,
-        )
-        .await;
+        note(product, ctx, &bundle.service_account, a.apply(&c.service_accounts, &bundle.service_account).await?, &mut applied.created)
+            .await;
+        note(product, ctx, &bundle.descriptor, a.apply(&c.config_maps, &bundle.descriptor).await?, &mut applied.created).await;
 
         for (name, kind, objects) in &bundle.storage {
             let backend = storage::backend(*kind);
@@ -335,163 +250,53 @@ async fn apply(
             for object in objects {
                 let resource = resource_of(object);
                 let current = current_object(ctx, &resource, object).await?;
-                let outcome = ctx
-                    .applier
-                    .apply_dynamic(&resource, object, current.as_ref())
-                    .await?;
-                note_dynamic(
-                    product,
-                    ctx,
-                    &resource.kind,
-                    object,
-                    outcome,
-                    &mut applied.created,
-                )
-                .await;
+                let outcome = ctx.applier.apply_dynamic(&resource, object, current.as_ref()).await?;
+                note_dynamic(product, ctx, &resource.kind, object, outcome, &mut applied.created).await;
             }
         }
         applied.storage_ok = true;
 
-        note(
-            product,
-            ctx,
-            &bundle.role,
-            a.apply(&c.roles, &bundle.role).await?,
-            &mut applied.created,
-        )
-        .await;
+        note(product, ctx, &bundle.role, a.apply(&c.roles, &bundle.role).await?, &mut applied.created).await;
         for rb in &bundle.role_bindings {
             let outcome = a.apply(&c.role_bindings, rb).await?;
             if outcome == Outcome::Created {
-                let consumer = rb
-                    .annotations()
-                    .get(keys::ANNOTATION_CONSUMER)
-                    .cloned()
-                    .unwrap_or_default();
-                let note = format!(
-                    "Granted {consumer} read access to DataProduct {} (RoleBinding {})",
-                    valid.name,
-                    rb.name_any()
-                );
-                publish(
-                    product,
-                    ctx,
-                    EventType::Normal,
-                    "Granted",
-                    "Grant",
-                    note,
-                    Some(rb.object_ref(&())),
-                )
-                .await;
+                let consumer = rb.annotations().get(keys::ANNOTATION_CONSUMER).cloned().unwrap_or_default();
+                let note = format!("Granted {consumer} read access to DataProduct {} (RoleBinding {})", valid.name, rb.name_any());
+                publish(product, ctx, EventType::Normal, "Granted", "Grant", note, Some(rb.object_ref(&()))).await;
             }
             note(product, ctx, rb, outcome, &mut applied.created).await;
         }
         for np in &bundle.network_policies {
-            note(
-                product,
-                ctx,
-                np,
-                a.apply(&c.network_policies, np).await?,
-                &mut applied.created,
-            )
-            .await;
+            note(product, ctx, np, a.apply(&c.network_policies, np).await?, &mut applied.created).await;
         }
         // Revocations: grants of consumers no longer listed, only after every
         // grant still wanted is in place.
         let keep: Vec<String> = bundle.role_bindings.iter().map(|r| r.name_any()).collect();
-        for name in a
-            .prune(&c.role_bindings, |rb| owned_by(rb, valid.uid), &keep)
-            .await?
-        {
-            let note = format!(
-                "Revoked read access to DataProduct {} (deleted RoleBinding {name})",
-                valid.name
-            );
-            publish(
-                product,
-                ctx,
-                EventType::Normal,
-                "Revoked",
-                "Revoke",
-                note,
-                None,
-            )
-            .await;
+        for name in a.prune(&c.role_bindings, |rb| owned_by(rb, valid.uid), &keep).await? {
+            let note = format!("Revoked read access to DataProduct {} (deleted RoleBinding {name})", valid.name);
+            publish(product, ctx, EventType::Normal, "Revoked", "Revoke", note, None).await;
         }
-        let keep: Vec<String> = bundle
-            .network_policies
-            .iter()
-            .map(|p| p.name_any())
-            .collect();
-        for name in a
-            .prune(&c.network_policies, |np| owned_by(np, valid.uid), &keep)
-            .await?
-        {
-            publish(
-                product,
-                ctx,
-                EventType::Normal,
-                "Deleted",
-                "Prune",
-                format!("Deleted NetworkPolicy {name}"),
-                None,
-            )
-            .await;
+        let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
+        for name in a.prune(&c.network_policies, |np| owned_by(np, valid.uid), &keep).await? {
+            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
         }
         applied.access_ok = true;
         let _ = consumers;
 
         for cj in &bundle.cron_jobs {
-            note(
-                product,
-                ctx,
-                cj,
-                a.apply(&c.cron_jobs, cj).await?,
-                &mut applied.created,
-            )
-            .await;
+            note(product, ctx, cj, a.apply(&c.cron_jobs, cj).await?, &mut applied.created).await;
         }
         for d in &bundle.deployments {
-            note(
-                product,
-                ctx,
-                d,
-                a.apply(&c.deployments, d).await?,
-                &mut applied.created,
-            )
-            .await;
+            note(product, ctx, d, a.apply(&c.deployments, d).await?, &mut applied.created).await;
         }
         let keep: Vec<String> = bundle.cron_jobs.iter().map(|j| j.name_any()).collect();
-        for name in a
-            .prune(&c.cron_jobs, |cj| owned_by(cj, valid.uid), &keep)
-            .await?
-        {
-            publish(
-                product,
-                ctx,
-                EventType::Normal,
-                "Deleted",
-                "Prune",
-                format!("Deleted CronJob {name} (pipeline removed)"),
-                None,
-            )
-            .await;
+        for name in a.prune(&c.cron_jobs, |cj| owned_by(cj, valid.uid), &keep).await? {
+            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted CronJob {name} (pipeline removed)"), None).await;
         }
         let keep: Vec<String> = bundle.deployments.iter().map(|d| d.name_any()).collect();
-        for name in a
-            .prune(&c.deployments, |d| owned_by(d, valid.uid), &keep)
-            .await?
-        {
-            publish(
-                product,
-                ctx,
-                EventType::Normal,
-                "Deleted",
-                "Prune",
-                format!("Deleted Deployment {name} (pipeline removed)"),
-                None,
-            )
-            .await;
+        for name in a.prune(&c.deployments, |d| owned_by(d, valid.uid), &keep).await? {
+            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted Deployment {name} (pipeline removed)"), None)
+                .await;
         }
         applied.pipelines_ok = true;
         Ok::<(), Error>(())
@@ -502,12 +307,7 @@ async fn apply(
 }
 
 fn owned_by<K: Resource>(object: &K, uid: &str) -> bool {
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid)
+    object.meta().owner_references.iter().flatten().any(|o| o.uid == uid)
 }
 
 fn resource_of(object: &DynamicObject) -> ApiResource {
@@ -520,42 +320,20 @@ fn resource_of(object: &DynamicObject) -> ApiResource {
         "BucketAccess" => "bucketaccesses".to_string(),
         kind => format!("{}s", kind.to_ascii_lowercase()),
     };
-    ApiResource {
-        group,
-        version,
-        api_version: types.api_version,
-        kind: types.kind,
-        plural,
-    }
+    ApiResource { group, version, api_version: types.api_version, kind: types.kind, plural }
 }
 
 /// What the cluster holds for a storage object: claims from the cache,
 /// other kinds (no cache: their CRDs may be absent) by a read.
-async fn current_object(
-    ctx: &Context,
-    resource: &ApiResource,
-    object: &DynamicObject,
-) -> Result<Option<DynamicObject>> {
+async fn current_object(ctx: &Context, resource: &ApiResource, object: &DynamicObject) -> Result<Option<DynamicObject>> {
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
     if resource.kind == "PersistentVolumeClaim" {
-        let Some(pvc) = ctx
-            .caches
-            .claims
-            .get(&ObjectRef::new(&name).within(&namespace))
-        else {
+        let Some(pvc) = ctx.caches.claims.get(&ObjectRef::new(&name).within(&namespace)) else {
             return Ok(None);
         };
-        let value = serde_json::to_value(pvc.as_ref()).map_err(|source| Error::Serialize {
-            what: "claim",
-            source,
-        })?;
-        return serde_json::from_value(value)
-            .map(Some)
-            .map_err(|source| Error::Serialize {
-                what: "claim",
-                source,
-            });
+        let value = serde_json::to_value(pvc.as_ref()).map_err(|source| Error::Serialize { what: "claim", source })?;
+        return serde_json::from_value(value).map(Some).map_err(|source| Error::Serialize { what: "claim", source });
     }
     Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, resource)
         .get_opt(&name)
@@ -569,11 +347,7 @@ async fn backend_installed(ctx: &Context, resources: &[ApiResource]) -> Result<b
         if resource.group.is_empty() {
             continue;
         }
-        match ctx
-            .client
-            .list_api_group_resources(&resource.api_version)
-            .await
-        {
+        match ctx.client.list_api_group_resources(&resource.api_version).await {
             Ok(list) => {
                 if !list.resources.iter().any(|r| r.name == resource.plural) {
                     return Ok(false);
@@ -595,47 +369,26 @@ async fn observe_storage(
     let mut states = Vec::new();
     for (storage, (name, kind, objects)) in valid.product.spec.storage.iter().zip(&bundle.storage) {
         if applied.missing_backends.contains(name) {
-            let resources: Vec<String> = storage::backend(*kind)
-                .api_resources()
-                .iter()
-                .map(|r| format!("{}.{}", r.plural, r.group))
-                .collect();
+            let resources: Vec<String> =
+                storage::backend(*kind).api_resources().iter().map(|r| format!("{}.{}", r.plural, r.group)).collect();
             let message = format!(
                 "storage `{name}` is a {kind:?}, but the cluster does not serve {}; install its CRDs and driver",
                 resources.join(", ")
             );
-            states.push((
-                name.clone(),
-                StorageState {
-                    ready: false,
-                    reason: "BackendNotInstalled",
-                    message,
-                },
-            ));
+            states.push((name.clone(), StorageState { ready: false, reason: "BackendNotInstalled", message }));
             continue;
         }
         let mut current = Vec::new();
         for object in objects {
-            current.push(
-                current_object(ctx, &resource_of(object), object)
-                    .await
-                    .ok()
-                    .flatten(),
-            );
+            current.push(current_object(ctx, &resource_of(object), object).await.ok().flatten());
         }
         let backend = storage::backend(*kind);
         let mut state = backend.state(storage, &current);
         if !state.ready
-            && let Some(explanation) = backend
-                .explain(&ctx.client, valid.namespace, &current)
-                .await
+            && let Some(explanation) = backend.explain(&ctx.client, valid.namespace, &current).await
         {
             if explanation.starts_with("WaitForFirstConsumer") {
-                state = StorageState {
-                    ready: true,
-                    reason: "WaitForFirstConsumer",
-                    message: explanation,
-                };
+                state = StorageState { ready: true, reason: "WaitForFirstConsumer", message: explanation };
             } else {
                 state.message = explanation;
             }
@@ -646,11 +399,7 @@ async fn observe_storage(
 }
 
 /// Each pipeline's runs, from the Jobs and Deployments in the cluster (pure).
-pub fn pipeline_statuses(
-    product: &DataProduct,
-    jobs: &[Arc<Job>],
-    deployments: &[Arc<Deployment>],
-) -> Vec<PipelineStatus> {
+pub fn pipeline_statuses(product: &DataProduct, jobs: &[Arc<Job>], deployments: &[Arc<Deployment>]) -> Vec<PipelineStatus> {
     let time = |t: &Time| t.0.to_string();
     product
         .spec
@@ -658,40 +407,27 @@ pub fn pipeline_statuses(
         .iter()
         .map(|pipeline| match pipeline.mode {
             PipelineMode::Batch => {
-                let mut runs: Vec<&Arc<Job>> = jobs
-                    .iter()
-                    .filter(|j| j.labels().get(keys::LABEL_PIPELINE) == Some(&pipeline.name))
-                    .collect();
+                let mut runs: Vec<&Arc<Job>> =
+                    jobs.iter().filter(|j| j.labels().get(keys::LABEL_PIPELINE) == Some(&pipeline.name)).collect();
                 runs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
                 let succeeded = |j: &Job| {
                     j.status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c.type_ == "Complete" && c.status == "True")
-                        })
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
                 };
                 let failed = |j: &Job| {
                     j.status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Failed" && c.status == "True")
-                        })
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
                 };
                 let last = runs.last();
                 PipelineStatus {
                     name: pipeline.name.clone(),
                     kind: "CronJob".into(),
-                    last_schedule_time: last.and_then(|j| {
-                        j.status
-                            .as_ref()?
-                            .start_time
-                            .as_ref()
-                            .or(j.metadata.creation_timestamp.as_ref())
-                            .map(time)
-                    }),
+                    last_schedule_time: last
+                        .and_then(|j| j.status.as_ref()?.start_time.as_ref().or(j.metadata.creation_timestamp.as_ref()).map(time)),
                     last_successful_time: runs
                         .iter()
                         .filter(|j| succeeded(j))
@@ -711,23 +447,12 @@ pub fn pipeline_statuses(
                 }
             }
             PipelineMode::Continuous => {
-                let deployment = deployments
-                    .iter()
-                    .find(|d| d.labels().get(keys::LABEL_PIPELINE) == Some(&pipeline.name));
-                let available = deployment
-                    .and_then(|d| d.status.as_ref()?.available_replicas)
-                    .unwrap_or(0);
+                let deployment = deployments.iter().find(|d| d.labels().get(keys::LABEL_PIPELINE) == Some(&pipeline.name));
+                let available = deployment.and_then(|d| d.status.as_ref()?.available_replicas).unwrap_or(0);
                 PipelineStatus {
                     name: pipeline.name.clone(),
                     kind: "Deployment".into(),
-                    last_result: Some(
-                        if available >= pipeline.replicas {
-                            "Available"
-                        } else {
-                            "Unavailable"
-                        }
-                        .into(),
-                    ),
+                    last_result: Some(if available >= pipeline.replicas { "Available" } else { "Unavailable" }.into()),
                     ..Default::default()
                 }
             }
@@ -737,74 +462,30 @@ pub fn pipeline_statuses(
 
 /// The `Fresh` condition when the product has a freshness SLO, and how long
 /// until it lapses (pure).
-pub fn freshness(
-    product: &DataProduct,
-    pipelines: &[PipelineStatus],
-    now: jiff::Timestamp,
-) -> Option<(Computed, Option<Duration>)> {
+pub fn freshness(product: &DataProduct, pipelines: &[PipelineStatus], now: jiff::Timestamp) -> Option<(Computed, Option<Duration>)> {
     let slo = product.spec.quality.as_ref()?.freshness.as_deref()?;
     let limit = parse_slo(slo)?;
     let batch = pipelines.iter().any(|p| p.kind == "CronJob");
     if !batch {
-        let available = pipelines
-            .iter()
-            .all(|p| p.last_result.as_deref() == Some("Available"));
-        let message = if available {
-            "continuous pipelines are available"
-        } else {
-            "a continuous pipeline is unavailable"
-        };
-        return Some((
-            Computed::new(
-                conditions::FRESH,
-                available,
-                if available {
-                    "Continuous"
-                } else {
-                    "Unavailable"
-                },
-                message,
-            ),
-            None,
-        ));
+        let available = pipelines.iter().all(|p| p.last_result.as_deref() == Some("Available"));
+        let message = if available { "continuous pipelines are available" } else { "a continuous pipeline is unavailable" };
+        return Some((Computed::new(conditions::FRESH, available, if available { "Continuous" } else { "Unavailable" }, message), None));
     }
-    let last = pipelines
-        .iter()
-        .filter_map(|p| {
-            p.last_successful_time
-                .as_deref()?
-                .parse::<jiff::Timestamp>()
-                .ok()
-        })
-        .max();
+    let last = pipelines.iter().filter_map(|p| p.last_successful_time.as_deref()?.parse::<jiff::Timestamp>().ok()).max();
     let Some(last) = last else {
         return Some((
-            Computed::new(
-                conditions::FRESH,
-                false,
-                reason::NO_SUCCESSFUL_RUN,
-                format!("no successful run yet; freshness SLO {slo}"),
-            ),
+            Computed::new(conditions::FRESH, false, reason::NO_SUCCESSFUL_RUN, format!("no successful run yet; freshness SLO {slo}")),
             None,
         ));
     };
     let age = now.duration_since(last);
-    let remaining = jiff::SignedDuration::try_from(limit)
-        .ok()?
-        .checked_sub(age)?;
+    let remaining = jiff::SignedDuration::try_from(limit).ok()?.checked_sub(age)?;
     if remaining.is_positive() {
         let message = format!("last successful run at {last}, within the freshness SLO of {slo}");
-        Some((
-            Computed::new(conditions::FRESH, true, reason::WITHIN_SLO, message),
-            Duration::try_from(remaining).ok(),
-        ))
+        Some((Computed::new(conditions::FRESH, true, reason::WITHIN_SLO, message), Duration::try_from(remaining).ok()))
     } else {
-        let message =
-            format!("last successful run at {last} is older than the freshness SLO of {slo}");
-        Some((
-            Computed::new(conditions::FRESH, false, reason::STALE, message),
-            None,
-        ))
+        let message = format!("last successful run at {last} is older than the freshness SLO of {slo}");
+        Some((Computed::new(conditions::FRESH, false, reason::STALE, message), None))
     }
 }
 
@@ -839,28 +520,15 @@ fn product_conditions(
     } else if let Some((_, s)) = storage.iter().find(|(_, s)| !s.ready) {
         Computed::new(conditions::STORAGE_READY, false, s.reason, &s.message)
     } else if storage.is_empty() {
-        Computed::new(
-            conditions::STORAGE_READY,
-            true,
-            reason::PROVISIONED,
-            "the product declares no storage",
-        )
+        Computed::new(conditions::STORAGE_READY, true, reason::PROVISIONED, "the product declares no storage")
     } else {
         let messages: Vec<&str> = storage.iter().map(|(_, s)| s.message.as_str()).collect();
-        Computed::new(
-            conditions::STORAGE_READY,
-            true,
-            reason::PROVISIONED,
-            messages.join("; "),
-        )
+        Computed::new(conditions::STORAGE_READY, true, reason::PROVISIONED, messages.join("; "))
     };
 
     let pipelines_condition = if let Some(e) = failed(applied.pipelines_ok) {
         Computed::new(conditions::PIPELINES_READY, false, reason::APPLY_FAILED, e)
-    } else if let Some(p) = pipelines
-        .iter()
-        .find(|p| p.last_result.as_deref() == Some("Unavailable"))
-    {
+    } else if let Some(p) = pipelines.iter().find(|p| p.last_result.as_deref() == Some("Unavailable")) {
         Computed::new(
             conditions::PIPELINES_READY,
             false,
@@ -881,169 +549,69 @@ fn product_conditions(
     let access_condition = if let Some(e) = failed(applied.access_ok) {
         Computed::new(conditions::ACCESS_READY, false, reason::APPLY_FAILED, e)
     } else {
-        let granted: Vec<String> = consumers
-            .iter()
-            .filter(|c| !matches!(c, ResolvedConsumer::MissingDomain(_)))
-            .map(ResolvedConsumer::describe)
-            .collect();
-        let missing: Vec<String> = consumers
-            .iter()
-            .filter_map(|c| {
-                if let ResolvedConsumer::MissingDomain(d) = c {
-                    Some(d.clone())
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let granted: Vec<String> =
+            consumers.iter().filter(|c| !matches!(c, ResolvedConsumer::MissingDomain(_))).map(ResolvedConsumer::describe).collect();
+        let missing: Vec<String> =
+            consumers.iter().filter_map(|c| if let ResolvedConsumer::MissingDomain(d) = c { Some(d.clone()) } else { None }).collect();
         let mut message = if granted.is_empty() {
             "no consumers are granted access".to_string()
         } else {
             format!("read access granted to {}", granted.join(", "))
         };
         if !missing.is_empty() {
-            message.push_str(&format!(
-                "; not yet granted to domains that do not exist: {}",
-                missing.join(", ")
-            ));
+            message.push_str(&format!("; not yet granted to domains that do not exist: {}", missing.join(", ")));
         }
         Computed::new(conditions::ACCESS_READY, true, reason::PROVISIONED, message)
     };
 
     let inputs_condition = match inputs.iter().find(|i| i.state != InputState::Granted) {
         Some(first) => {
-            let bad: Vec<String> = inputs
-                .iter()
-                .filter(|i| i.state != InputState::Granted)
-                .map(|i| format!("{}: {}", i.name, i.message))
-                .collect();
-            let why = if inputs.iter().any(|i| i.state == InputState::AccessDenied) {
-                reason::ACCESS_DENIED
-            } else {
-                reason::NOT_FOUND
-            };
+            let bad: Vec<String> =
+                inputs.iter().filter(|i| i.state != InputState::Granted).map(|i| format!("{}: {}", i.name, i.message)).collect();
+            let why = if inputs.iter().any(|i| i.state == InputState::AccessDenied) { reason::ACCESS_DENIED } else { reason::NOT_FOUND };
             let _ = first;
             Computed::new(conditions::INPUTS_READY, false, why, bad.join("; "))
         }
-        None if inputs.is_empty() => Computed::new(
-            conditions::INPUTS_READY,
-            true,
-            reason::RESOLVED,
-            "the product declares no inputs",
-        ),
-        None => Computed::new(
-            conditions::INPUTS_READY,
-            true,
-            reason::RESOLVED,
-            format!("all {} inputs are granted", inputs.len()),
-        ),
+        None if inputs.is_empty() => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, "the product declares no inputs"),
+        None => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, format!("all {} inputs are granted", inputs.len())),
     };
 
-    let parts = [
-        storage_condition,
-        pipelines_condition,
-        access_condition,
-        inputs_condition,
-    ];
+    let parts = [storage_condition, pipelines_condition, access_condition, inputs_condition];
     let ready = parts.iter().all(|c| c.status);
     let mut computed: Vec<Computed> = parts.to_vec();
     if let Some(f) = fresh {
         computed.push(f.clone());
     }
     if ready {
-        let message = format!(
-            "DataProduct {} in domain {} is provisioned",
-            valid.name, valid.domain_name
-        );
-        computed.push(Computed::new(
-            conditions::READY,
-            true,
-            reason::RECONCILED,
-            message,
-        ));
-        computed.push(Computed::new(
-            conditions::RECONCILING,
-            false,
-            reason::NOT_RECONCILING,
-            "",
-        ));
+        let message = format!("DataProduct {} in domain {} is provisioned", valid.name, valid.domain_name);
+        computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
+        computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
     } else {
-        let waiting: Vec<&str> = computed
-            .iter()
-            .filter(|c| !c.status && c.type_ != conditions::FRESH)
-            .map(|c| c.type_)
-            .collect();
+        let waiting: Vec<&str> = computed.iter().filter(|c| !c.status && c.type_ != conditions::FRESH).map(|c| c.type_).collect();
         let message = format!("waiting for {}", waiting.join(", "));
-        let reason = if applied.result.is_err() {
-            reason::APPLY_FAILED
-        } else {
-            reason::PROGRESSING
-        };
+        let reason = if applied.result.is_err() { reason::APPLY_FAILED } else { reason::PROGRESSING };
         computed.push(Computed::new(conditions::READY, false, reason, &message));
-        computed.push(Computed::new(
-            conditions::RECONCILING,
-            true,
-            reason,
-            &message,
-        ));
+        computed.push(Computed::new(conditions::RECONCILING, true, reason, &message));
     }
-    computed.push(Computed::new(
-        conditions::STALLED,
-        false,
-        reason::NOT_STALLED,
-        "",
-    ));
+    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
     computed
 }
 
 fn resources_of(bundle: &ProductBundle, applied: &Applied) -> Vec<ResourceRef> {
-    let r = |kind: &str, name: Option<&String>| ResourceRef {
-        kind: kind.into(),
-        name: name.cloned().unwrap_or_default(),
-    };
-    let mut out = vec![
-        r(
-            "ServiceAccount",
-            bundle.service_account.metadata.name.as_ref(),
-        ),
-        r("ConfigMap", bundle.descriptor.metadata.name.as_ref()),
-    ];
+    let r = |kind: &str, name: Option<&String>| ResourceRef { kind: kind.into(), name: name.cloned().unwrap_or_default() };
+    let mut out =
+        vec![r("ServiceAccount", bundle.service_account.metadata.name.as_ref()), r("ConfigMap", bundle.descriptor.metadata.name.as_ref())];
     for (name, _, objects) in &bundle.storage {
         if applied.missing_backends.contains(name) {
             continue;
         }
-        out.extend(objects.iter().map(|o| {
-            r(
-                &o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default(),
-                o.metadata.name.as_ref(),
-            )
-        }));
+        out.extend(objects.iter().map(|o| r(&o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default(), o.metadata.name.as_ref())));
     }
     out.push(r("Role", bundle.role.metadata.name.as_ref()));
-    out.extend(
-        bundle
-            .role_bindings
-            .iter()
-            .map(|o| r("RoleBinding", o.metadata.name.as_ref())),
-    );
-    out.extend(
-        bundle
-            .network_policies
-            .iter()
-            .map(|o| r("NetworkPolicy", o.metadata.name.as_ref())),
-    );
-    out.extend(
-        bundle
-            .cron_jobs
-            .iter()
-            .map(|o| r("CronJob", o.metadata.name.as_ref())),
-    );
-    out.extend(
-        bundle
-            .deployments
-            .iter()
-            .map(|o| r("Deployment", o.metadata.name.as_ref())),
-    );
+    out.extend(bundle.role_bindings.iter().map(|o| r("RoleBinding", o.metadata.name.as_ref())));
+    out.extend(bundle.network_policies.iter().map(|o| r("NetworkPolicy", o.metadata.name.as_ref())));
+    out.extend(bundle.cron_jobs.iter().map(|o| r("CronJob", o.metadata.name.as_ref())));
+    out.extend(bundle.deployments.iter().map(|o| r("Deployment", o.metadata.name.as_ref())));
     out
 }
 
@@ -1063,12 +631,7 @@ fn next_status(
     now: &Time,
 ) -> DataProductStatus {
     let current = product.status.clone().unwrap_or_default();
-    let conditions = conditions::merge(
-        &current.conditions,
-        computed,
-        product.metadata.generation,
-        now,
-    );
+    let conditions = conditions::merge(&current.conditions, computed, product.metadata.generation, now);
     let stalled = conditions::status_of(&conditions, conditions::STALLED) == Some("True");
     let ready = conditions::status_of(&conditions, conditions::READY) == Some("True");
     let phase = if stalled {
@@ -1107,37 +670,20 @@ fn next_status(
     }
 }
 
-async fn write_status(
-    product: &DataProduct,
-    ctx: &Context,
-    observed: Observed<'_>,
-    computed: Vec<Computed>,
-) -> Result<()> {
+async fn write_status(product: &DataProduct, ctx: &Context, observed: Observed<'_>, computed: Vec<Computed>) -> Result<()> {
     let status = next_status(product, Some(observed), None, &computed, &now());
     patch_status(product, ctx, status).await
 }
 
-async fn patch_status(
-    product: &DataProduct,
-    ctx: &Context,
-    status: DataProductStatus,
-) -> Result<()> {
+async fn patch_status(product: &DataProduct, ctx: &Context, status: DataProductStatus) -> Result<()> {
     if product.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let patch =
-        json!({"apiVersion": DataProduct::api_version(&()), "kind": KIND, "status": status});
+    let patch = json!({"apiVersion": DataProduct::api_version(&()), "kind": KIND, "status": status});
     api(ctx, &product.namespace().unwrap_or_default())
-        .patch_status(
-            &product.name_any(),
-            &PatchParams::apply(keys::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(&product.name_any(), &PatchParams::apply(keys::FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(Error::kube(format!(
-            "patching status of DataProduct {}",
-            product.name_any()
-        )))?;
+        .map_err(Error::kube(format!("patching status of DataProduct {}", product.name_any())))?;
     Ok(())
 }
 
@@ -1145,34 +691,13 @@ fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
 }
 
-async fn stall(
-    product: &DataProduct,
-    ctx: &Context,
-    domain: Option<String>,
-    problem: &ProductSpecError,
-) -> Result<Action> {
+async fn stall(product: &DataProduct, ctx: &Context, domain: Option<String>, problem: &ProductSpecError) -> Result<Action> {
     let message = problem.to_string();
     let why = problem.reason();
-    let current = product
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    if !current
-        .iter()
-        .any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == message)
-    {
+    let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == message) {
         tracing::warn!(product = %product.name_any(), namespace = ?product.namespace(), reason = why, "{message}");
-        publish(
-            product,
-            ctx,
-            EventType::Warning,
-            why,
-            "Reconcile",
-            message.clone(),
-            None,
-        )
-        .await;
+        publish(product, ctx, EventType::Warning, why, "Reconcile", message.clone(), None).await;
     }
     let computed = vec![
         Computed::new(conditions::READY, false, why, &message),
@@ -1185,59 +710,26 @@ async fn stall(
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-async fn note<K: Resource<DynamicType = ()>>(
-    product: &DataProduct,
-    ctx: &Context,
-    child: &K,
-    outcome: Outcome,
-    created: &mut bool,
-) {
+async fn note<K: Resource<DynamicType = ()>>(product: &DataProduct, ctx: &Context, child: &K, outcome: Outcome, created: &mut bool) {
     let kind = K::kind(&());
     ctx.metrics.applied(&kind, outcome.as_str());
     if outcome == Outcome::Unchanged {
         return;
     }
     *created |= outcome == Outcome::Created;
-    let reason = if outcome == Outcome::Created {
-        "Created"
-    } else {
-        "Updated"
-    };
-    let note = format!(
-        "{reason} {kind} {}",
-        child.meta().name.as_deref().unwrap_or_default()
-    );
+    let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
+    let note = format!("{reason} {kind} {}", child.meta().name.as_deref().unwrap_or_default());
     tracing::info!(product = %product.name_any(), namespace = ?product.namespace(), "{note}");
-    publish(
-        product,
-        ctx,
-        EventType::Normal,
-        reason,
-        "Provision",
-        note,
-        Some(child.object_ref(&())),
-    )
-    .await;
+    publish(product, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
-async fn note_dynamic(
-    product: &DataProduct,
-    ctx: &Context,
-    kind: &str,
-    object: &DynamicObject,
-    outcome: Outcome,
-    created: &mut bool,
-) {
+async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: &DynamicObject, outcome: Outcome, created: &mut bool) {
     ctx.metrics.applied(kind, outcome.as_str());
     if outcome == Outcome::Unchanged {
         return;
     }
     *created |= outcome == Outcome::Created;
-    let reason = if outcome == Outcome::Created {
-        "Created"
-    } else {
-        "Updated"
-    };
+    let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
     let note = format!("{reason} {kind} {}", object.name_any());
     tracing::info!(product = %product.name_any(), namespace = ?product.namespace(), "{note}");
     let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -1247,16 +739,7 @@ async fn note_dynamic(
         namespace: object.metadata.namespace.clone(),
         ..Default::default()
     };
-    publish(
-        product,
-        ctx,
-        EventType::Normal,
-        reason,
-        "Provision",
-        note,
-        Some(reference),
-    )
-    .await;
+    publish(product, ctx, EventType::Normal, reason, "Provision", note, Some(reference)).await;
 }
 
 async fn publish(
@@ -1268,24 +751,14 @@ async fn publish(
     note: String,
     secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary,
-    };
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
     if let Err(error) = ctx.recorder.publish(&event, &product.object_ref(&())).await {
         tracing::warn!(product = %product.name_any(), %error, "could not publish event");
     }
 }
 
 async fn ensure_finalizer(product: &DataProduct, ctx: &Context) -> Result<()> {
-    if product
-        .finalizers()
-        .iter()
-        .any(|f| f == keys::FINALIZER_PRODUCT)
-    {
+    if product.finalizers().iter().any(|f| f == keys::FINALIZER_PRODUCT) {
         return Ok(());
     }
     let mut finalizers = product.finalizers().to_vec();
@@ -1293,23 +766,12 @@ async fn ensure_finalizer(product: &DataProduct, ctx: &Context) -> Result<()> {
     patch_finalizers(product, ctx, finalizers).await
 }
 
-async fn patch_finalizers(
-    product: &DataProduct,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<()> {
+async fn patch_finalizers(product: &DataProduct, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": product.resource_version()}});
     api(ctx, &product.namespace().unwrap_or_default())
-        .patch(
-            &product.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&product.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(Error::kube(format!(
-            "updating finalizers of DataProduct {}",
-            product.name_any()
-        )))?;
+        .map_err(Error::kube(format!("updating finalizers of DataProduct {}", product.name_any())))?;
     Ok(())
 }
 
@@ -1318,11 +780,7 @@ async fn patch_finalizers(
 /// product go. Storage no longer in the spec is retained: data is deleted
 /// only when the user asked for it.
 async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
-    if !product
-        .finalizers()
-        .iter()
-        .any(|f| f == keys::FINALIZER_PRODUCT)
-    {
+    if !product.finalizers().iter().any(|f| f == keys::FINALIZER_PRODUCT) {
         return Ok(Action::await_change());
     }
     let namespace = product.namespace().unwrap_or_default();
@@ -1334,24 +792,12 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
             continue;
         }
         for resource in backend.api_resources() {
-            let api =
-                Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource);
-            let objects = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(Error::kube(format!("listing {}", resource.plural)))?;
-            for object in objects
-                .items
-                .into_iter()
-                .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
-            {
-                let entry = object
-                    .labels()
-                    .get(keys::LABEL_STORAGE)
-                    .and_then(|s| product.spec.storage.iter().find(|e| &e.name == s));
-                let policy = entry
-                    .map(|e| e.deletion_policy)
-                    .unwrap_or(DeletionPolicy::Retain);
+            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource);
+            let objects =
+                api.list(&ListParams::default().labels(&selector)).await.map_err(Error::kube(format!("listing {}", resource.plural)))?;
+            for object in objects.items.into_iter().filter(|o| o.owner_references().iter().any(|r| r.uid == uid)) {
+                let entry = object.labels().get(keys::LABEL_STORAGE).and_then(|s| product.spec.storage.iter().find(|e| &e.name == s));
+                let policy = entry.map(|e| e.deletion_policy).unwrap_or(DeletionPolicy::Retain);
                 let name = object.name_any();
                 match policy {
                     DeletionPolicy::Delete => {
@@ -1359,35 +805,15 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
                             Ok(_) => {}
                             Err(kube::Error::Api(s)) if s.code == 404 => {}
                             Err(e) => {
-                                return Err(Error::kube(format!(
-                                    "deleting {} {name}",
-                                    resource.kind
-                                ))(e));
+                                return Err(Error::kube(format!("deleting {} {name}", resource.kind))(e));
                             }
                         }
-                        let note = format!(
-                            "Deleted {} {name} and its data (deletionPolicy: Delete)",
-                            resource.kind
-                        );
+                        let note = format!("Deleted {} {name} and its data (deletionPolicy: Delete)", resource.kind);
                         tracing::info!(product = %product.name_any(), %namespace, "{note}");
-                        publish(
-                            product,
-                            ctx,
-                            EventType::Normal,
-                            "StorageDeleted",
-                            "Delete",
-                            note,
-                            None,
-                        )
-                        .await;
+                        publish(product, ctx, EventType::Normal, "StorageDeleted", "Delete", note, None).await;
                     }
                     DeletionPolicy::Retain => {
-                        let owners: Vec<_> = object
-                            .owner_references()
-                            .iter()
-                            .filter(|r| r.uid != uid)
-                            .cloned()
-                            .collect();
+                        let owners: Vec<_> = object.owner_references().iter().filter(|r| r.uid != uid).cloned().collect();
                         let patch = json!({"metadata": {
                             "ownerReferences": owners,
                             "labels": {keys::LABEL_ORPHANED: "true"},
@@ -1402,27 +828,13 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
                             keys::LABEL_ORPHANED
                         );
                         tracing::info!(product = %product.name_any(), %namespace, "{note}");
-                        publish(
-                            product,
-                            ctx,
-                            EventType::Normal,
-                            "StorageRetained",
-                            "Delete",
-                            note,
-                            None,
-                        )
-                        .await;
+                        publish(product, ctx, EventType::Normal, "StorageRetained", "Delete", note, None).await;
                     }
                 }
             }
         }
     }
-    let remaining: Vec<String> = product
-        .finalizers()
-        .iter()
-        .filter(|f| *f != keys::FINALIZER_PRODUCT)
-        .cloned()
-        .collect();
+    let remaining: Vec<String> = product.finalizers().iter().filter(|f| *f != keys::FINALIZER_PRODUCT).cloned().collect();
     patch_finalizers(product, ctx, remaining).await?;
     Ok(Action::await_change())
 }

@@ -3,12 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
-};
+use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec};
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject as RbacSubject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -31,10 +28,7 @@ pub struct DomainSettings {
 
 impl Default for DomainSettings {
     fn default() -> Self {
-        DomainSettings {
-            namespace_prefix: "dm-".into(),
-            platform_namespace: "meshplane-system".into(),
-        }
+        DomainSettings { namespace_prefix: "dm-".into(), platform_namespace: "meshplane-system".into() }
     }
 }
 
@@ -47,10 +41,7 @@ pub enum DomainSpecError {
     )]
     NamespaceTooLong { namespace: String, prefix: String },
     #[error("spec.namespace `{namespace}` is reserved for {why}; choose another namespace")]
-    NamespaceReserved {
-        namespace: String,
-        why: &'static str,
-    },
+    NamespaceReserved { namespace: String, why: &'static str },
     #[error("the DataDomain has no uid yet")]
     MissingUid,
 }
@@ -67,44 +58,24 @@ pub struct ValidDomain<'a> {
 
 /// The namespace a domain asks for or gets by default (not yet checked).
 pub fn namespace_name(domain: &DataDomain, settings: &DomainSettings) -> String {
-    domain.spec.namespace.clone().unwrap_or_else(|| {
-        format!(
-            "{}{}",
-            settings.namespace_prefix,
-            domain.metadata.name.as_deref().unwrap_or_default()
-        )
-    })
+    domain
+        .spec
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("{}{}", settings.namespace_prefix, domain.metadata.name.as_deref().unwrap_or_default()))
 }
 
 /// Checks what the CRD schema cannot, and derives the domain's names.
-pub fn validate<'a>(
-    domain: &'a DataDomain,
-    settings: &DomainSettings,
-) -> Result<ValidDomain<'a>, DomainSpecError> {
-    let uid = domain
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(DomainSpecError::MissingUid)?;
+pub fn validate<'a>(domain: &'a DataDomain, settings: &DomainSettings) -> Result<ValidDomain<'a>, DomainSpecError> {
+    let uid = domain.metadata.uid.as_deref().ok_or(DomainSpecError::MissingUid)?;
     let namespace = namespace_name(domain, settings);
     if namespace.len() > 63 {
-        return Err(DomainSpecError::NamespaceTooLong {
-            namespace,
-            prefix: settings.namespace_prefix.clone(),
-        });
+        return Err(DomainSpecError::NamespaceTooLong { namespace, prefix: settings.namespace_prefix.clone() });
     }
     if namespace == settings.platform_namespace {
-        return Err(DomainSpecError::NamespaceReserved {
-            namespace,
-            why: "the meshplane platform",
-        });
+        return Err(DomainSpecError::NamespaceReserved { namespace, why: "the meshplane platform" });
     }
-    Ok(ValidDomain {
-        name: domain.metadata.name.as_deref().unwrap_or_default(),
-        uid,
-        namespace,
-        spec: &domain.spec,
-    })
+    Ok(ValidDomain { name: domain.metadata.name.as_deref().unwrap_or_default(), uid, namespace, spec: &domain.spec })
 }
 
 /// Everything a domain's tenant consists of, in apply order.
@@ -143,10 +114,7 @@ pub fn owner_reference(domain: &ValidDomain<'_>) -> OwnerReference {
 
 fn labels(domain: &ValidDomain<'_>, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            keys::LABEL_MANAGED_BY.to_string(),
-            keys::MANAGED_BY.to_string(),
-        ),
+        (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
         (keys::LABEL_DOMAIN.to_string(), domain.name.to_string()),
         (keys::LABEL_COMPONENT.to_string(), component.to_string()),
     ])
@@ -166,10 +134,7 @@ pub fn render_namespace(domain: &ValidDomain<'_>) -> Namespace {
     let mut labels = labels(domain, "namespace");
     for (key, value) in [
         (keys::POD_SECURITY_ENFORCE, keys::POD_SECURITY_LEVEL),
-        (
-            keys::POD_SECURITY_ENFORCE_VERSION,
-            keys::POD_SECURITY_VERSION,
-        ),
+        (keys::POD_SECURITY_ENFORCE_VERSION, keys::POD_SECURITY_VERSION),
         (keys::POD_SECURITY_WARN, keys::POD_SECURITY_LEVEL),
         (keys::POD_SECURITY_WARN_VERSION, keys::POD_SECURITY_VERSION),
         (keys::POD_SECURITY_AUDIT, keys::POD_SECURITY_LEVEL),
@@ -204,38 +169,20 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
 /// list is empty) so that emptying a list in the spec empties the binding.
 pub fn render_role_bindings(domain: &ValidDomain<'_>) -> Vec<RoleBinding> {
     [
-        (
-            keys::ROLE_BINDING_OWNERS,
-            keys::CLUSTER_ROLE_DOMAIN_ADMIN,
-            &domain.spec.owners,
-        ),
-        (
-            keys::ROLE_BINDING_MEMBERS,
-            keys::CLUSTER_ROLE_DOMAIN_MEMBER,
-            &domain.spec.members,
-        ),
-        (
-            keys::ROLE_BINDING_VIEWERS,
-            keys::CLUSTER_ROLE_DOMAIN_VIEWER,
-            &domain.spec.viewers,
-        ),
+        (keys::ROLE_BINDING_OWNERS, keys::CLUSTER_ROLE_DOMAIN_ADMIN, &domain.spec.owners),
+        (keys::ROLE_BINDING_MEMBERS, keys::CLUSTER_ROLE_DOMAIN_MEMBER, &domain.spec.members),
+        (keys::ROLE_BINDING_VIEWERS, keys::CLUSTER_ROLE_DOMAIN_VIEWER, &domain.spec.viewers),
     ]
     .into_iter()
     .map(|(name, role, subjects)| {
         let mut subjects: Vec<RbacSubject> = subjects.iter().map(rbac_subject).collect();
         // The spec's order is the user's; a stable order keeps the applied
         // object identical when only the order changed.
-        subjects.sort_by(|a, b| {
-            (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
-        });
+        subjects.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         subjects.dedup();
         RoleBinding {
             metadata: meta(domain, name, "access"),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: role.into(),
-            },
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
             subjects: Some(subjects),
         }
     })
@@ -250,21 +197,12 @@ pub fn render_quota(domain: &ValidDomain<'_>) -> ResourceQuota {
         ("requests.memory".to_string(), q.memory.clone()),
         ("limits.memory".to_string(), q.memory.clone()),
         ("requests.storage".to_string(), q.storage.clone()),
-        (
-            "persistentvolumeclaims".to_string(),
-            Quantity(q.persistent_volume_claims.to_string()),
-        ),
-        (
-            format!("count/dataproducts.{}", keys::GROUP),
-            Quantity(q.data_products.to_string()),
-        ),
+        ("persistentvolumeclaims".to_string(), Quantity(q.persistent_volume_claims.to_string())),
+        (format!("count/dataproducts.{}", keys::GROUP), Quantity(q.data_products.to_string())),
     ]);
     ResourceQuota {
         metadata: meta(domain, keys::RESOURCE_QUOTA, "quota"),
-        spec: Some(ResourceQuotaSpec {
-            hard: Some(hard),
-            ..ResourceQuotaSpec::default()
-        }),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
         ..ResourceQuota::default()
     }
 }
@@ -273,10 +211,7 @@ pub fn render_quota(domain: &ValidDomain<'_>) -> ResourceQuota {
 /// namespace with a quota on CPU and memory are admitted at all.
 pub fn render_limit_range(domain: &ValidDomain<'_>) -> LimitRange {
     let pair = |cpu: &str, memory: &str| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])
+        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))])
     };
     LimitRange {
         metadata: meta(domain, keys::LIMIT_RANGE, "quota"),
@@ -294,10 +229,7 @@ pub fn render_limit_range(domain: &ValidDomain<'_>) -> LimitRange {
 fn namespace_peer(name: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                keys::LABEL_NAMESPACE_NAME.to_string(),
-                name.to_string(),
-            )])),
+            match_labels: Some(BTreeMap::from([(keys::LABEL_NAMESPACE_NAME.to_string(), name.to_string())])),
             ..LabelSelector::default()
         }),
         ..NetworkPolicyPeer::default()
@@ -305,26 +237,17 @@ fn namespace_peer(name: &str) -> NetworkPolicyPeer {
 }
 
 fn same_namespace_peer() -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector::default()),
-        ..NetworkPolicyPeer::default()
-    }
+    NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..NetworkPolicyPeer::default() }
 }
 
 fn policy(domain: &ValidDomain<'_>, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: meta(domain, name, "network"),
-        spec: Some(spec),
-    }
+    NetworkPolicy { metadata: meta(domain, name, "network"), spec: Some(spec) }
 }
 
 /// `Strict`: deny all ingress and egress, then allow the same domain, the
 /// platform namespace (ingress), cluster DNS and the domain's egress CIDRs
 /// (egress). `Open`: no policies at all.
-pub fn render_network_policies(
-    domain: &ValidDomain<'_>,
-    settings: &DomainSettings,
-) -> Vec<NetworkPolicy> {
+pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettings) -> Vec<NetworkPolicy> {
     if domain.spec.network.isolation == NetworkIsolation::Open {
         return Vec::new();
     }
@@ -334,11 +257,7 @@ pub fn render_network_policies(
         policy(
             domain,
             keys::NETWORK_POLICY_DEFAULT_DENY,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods.clone()),
-                policy_types: types(&["Ingress", "Egress"]),
-                ..Default::default()
-            },
+            NetworkPolicySpec { pod_selector: Some(all_pods.clone()), policy_types: types(&["Ingress", "Egress"]), ..Default::default() },
         ),
         policy(
             domain,
@@ -346,14 +265,8 @@ pub fn render_network_policies(
             NetworkPolicySpec {
                 pod_selector: Some(all_pods.clone()),
                 policy_types: types(&["Ingress", "Egress"]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![same_namespace_peer()]),
-                    ..Default::default()
-                }]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![same_namespace_peer()]),
-                    ..Default::default()
-                }]),
+                ingress: Some(vec![NetworkPolicyIngressRule { from: Some(vec![same_namespace_peer()]), ..Default::default() }]),
+                egress: Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace_peer()]), ..Default::default() }]),
             },
         ),
         policy(
@@ -379,10 +292,7 @@ pub fn render_network_policies(
                     to: Some(vec![NetworkPolicyPeer {
                         namespace_selector: namespace_peer("kube-system").namespace_selector,
                         pod_selector: Some(LabelSelector {
-                            match_labels: Some(BTreeMap::from([(
-                                "k8s-app".to_string(),
-                                "kube-dns".to_string(),
-                            )])),
+                            match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
                             ..LabelSelector::default()
                         }),
                         ..NetworkPolicyPeer::default()
@@ -417,10 +327,7 @@ pub fn render_network_policies(
                             .egress_cidrs
                             .iter()
                             .map(|cidr| NetworkPolicyPeer {
-                                ip_block: Some(IPBlock {
-                                    cidr: cidr.clone(),
-                                    except: None,
-                                }),
+                                ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
                                 ..Default::default()
                             })
                             .collect(),
@@ -470,10 +377,7 @@ spec:
     #[test]
     fn namespace_defaults_to_prefix_and_name() {
         let d = domain(ORDERS);
-        let settings = DomainSettings {
-            namespace_prefix: "mesh-".into(),
-            ..Default::default()
-        };
+        let settings = DomainSettings { namespace_prefix: "mesh-".into(), ..Default::default() };
         assert_eq!(validate(&d, &settings).unwrap().namespace, "mesh-orders");
         let d = domain("metadata: {name: orders}\nspec: {namespace: sales}");
         assert_eq!(validate(&d, &settings).unwrap().namespace, "sales");
@@ -482,23 +386,14 @@ spec:
     #[test]
     fn a_namespace_the_controller_cannot_use_is_a_spec_error() {
         let settings = DomainSettings::default();
-        let long = domain(&format!(
-            "metadata: {{name: {}}}\nspec: {{}}",
-            "a".repeat(62)
-        ));
-        assert!(matches!(
-            validate(&long, &settings),
-            Err(DomainSpecError::NamespaceTooLong { .. })
-        ));
+        let long = domain(&format!("metadata: {{name: {}}}\nspec: {{}}", "a".repeat(62)));
+        assert!(matches!(validate(&long, &settings), Err(DomainSpecError::NamespaceTooLong { .. })));
         let platform = domain("metadata: {name: p}\nspec: {namespace: meshplane-system}");
         let err = validate(&platform, &settings).unwrap_err();
         assert!(err.to_string().contains("reserved"), "{err}");
         let mut no_uid = domain(ORDERS);
         no_uid.metadata.uid = None;
-        assert_eq!(
-            validate(&no_uid, &settings).unwrap_err(),
-            DomainSpecError::MissingUid
-        );
+        assert_eq!(validate(&no_uid, &settings).unwrap_err(), DomainSpecError::MissingUid);
     }
 
     #[test]
@@ -506,11 +401,7 @@ spec:
         let d = domain(ORDERS);
         let settings = DomainSettings::default();
         let bundle = render(&validate(&d, &settings).unwrap(), &settings);
-        let mut metas = vec![
-            &bundle.namespace.metadata,
-            &bundle.quota.metadata,
-            &bundle.limit_range.metadata,
-        ];
+        let mut metas = vec![&bundle.namespace.metadata, &bundle.quota.metadata, &bundle.limit_range.metadata];
         metas.extend(bundle.role_bindings.iter().map(|r| &r.metadata));
         metas.extend(bundle.network_policies.iter().map(|p| &p.metadata));
         for meta in metas {
@@ -518,10 +409,7 @@ spec:
             assert_eq!(labels[keys::LABEL_MANAGED_BY], keys::MANAGED_BY);
             assert_eq!(labels[keys::LABEL_DOMAIN], "orders");
             let owner = &meta.owner_references.as_ref().unwrap()[0];
-            assert_eq!(
-                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-                ("DataDomain", "uid-1", Some(true))
-            );
+            assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("DataDomain", "uid-1", Some(true)));
         }
     }
 
@@ -530,18 +418,8 @@ spec:
         let d = domain(ORDERS);
         let settings = DomainSettings::default();
         let bundle = render(&validate(&d, &settings).unwrap(), &settings);
-        let members = bundle
-            .role_bindings
-            .iter()
-            .find(|r| r.role_ref.name == keys::CLUSTER_ROLE_DOMAIN_MEMBER)
-            .unwrap();
-        let names: Vec<_> = members
-            .subjects
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let members = bundle.role_bindings.iter().find(|r| r.role_ref.name == keys::CLUSTER_ROLE_DOMAIN_MEMBER).unwrap();
+        let names: Vec<_> = members.subjects.as_ref().unwrap().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["ci", "zed"]);
     }
 
@@ -551,51 +429,28 @@ spec:
         let settings = DomainSettings::default();
         let bundle = render(&validate(&d, &settings).unwrap(), &settings);
         assert_eq!(bundle.role_bindings.len(), 3);
-        assert!(
-            bundle
-                .role_bindings
-                .iter()
-                .all(|r| r.subjects.as_ref().is_some_and(Vec::is_empty))
-        );
+        assert!(bundle.role_bindings.iter().all(|r| r.subjects.as_ref().is_some_and(Vec::is_empty)));
     }
 
     #[test]
     fn open_domains_get_no_network_policies() {
         let d = domain("metadata: {name: open}\nspec: {network: {isolation: Open}}");
         let settings = DomainSettings::default();
-        assert!(
-            render(&validate(&d, &settings).unwrap(), &settings)
-                .network_policies
-                .is_empty()
-        );
+        assert!(render(&validate(&d, &settings).unwrap(), &settings).network_policies.is_empty());
     }
 
     #[test]
     fn strict_domains_deny_by_default_and_admit_the_platform() {
         let d = domain("metadata: {name: strict}\nspec: {}");
-        let settings = DomainSettings {
-            platform_namespace: "platform".into(),
-            ..Default::default()
-        };
+        let settings = DomainSettings { platform_namespace: "platform".into(), ..Default::default() };
         let policies = render(&validate(&d, &settings).unwrap(), &settings).network_policies;
-        let names: Vec<_> = policies
-            .iter()
-            .map(|p| p.metadata.name.as_deref().unwrap())
-            .collect();
+        let names: Vec<_> = policies.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect();
         assert_eq!(
             names,
-            [
-                keys::NETWORK_POLICY_DEFAULT_DENY,
-                keys::NETWORK_POLICY_SAME_DOMAIN,
-                keys::NETWORK_POLICY_PLATFORM,
-                keys::NETWORK_POLICY_DNS
-            ]
+            [keys::NETWORK_POLICY_DEFAULT_DENY, keys::NETWORK_POLICY_SAME_DOMAIN, keys::NETWORK_POLICY_PLATFORM, keys::NETWORK_POLICY_DNS]
         );
         let platform = serde_json::to_string(&policies[2]).unwrap();
-        assert!(
-            platform.contains(r#""kubernetes.io/metadata.name":"platform""#),
-            "{platform}"
-        );
+        assert!(platform.contains(r#""kubernetes.io/metadata.name":"platform""#), "{platform}");
     }
 
     #[test]

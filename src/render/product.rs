@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, EnvVar as KubeEnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
+    Capabilities, ConfigMap, Container, EnvVar as KubeEnvVar, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -30,19 +29,10 @@ use crate::storage::{self, ProductRef, Wiring};
 /// A spec problem only the controller can see: the product is `Stalled`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProductSpecError {
-    #[error(
-        "namespace `{namespace}` belongs to no DataDomain; a DataProduct lives in its domain's namespace"
-    )]
+    #[error("namespace `{namespace}` belongs to no DataDomain; a DataProduct lives in its domain's namespace")]
     NotInDomain { namespace: String },
-    #[error(
-        "storage `{storage}` asks for storage class `{class}`, which domain `{domain}` does not allow; allowed: {allowed}"
-    )]
-    StorageClassNotAllowed {
-        storage: String,
-        class: String,
-        domain: String,
-        allowed: String,
-    },
+    #[error("storage `{storage}` asks for storage class `{class}`, which domain `{domain}` does not allow; allowed: {allowed}")]
+    StorageClassNotAllowed { storage: String, class: String, domain: String, allowed: String },
     #[error("input `{input}` names this product itself")]
     SelfInput { input: String },
     #[error("the DataProduct has no uid yet")]
@@ -84,24 +74,12 @@ impl ValidProduct<'_> {
 }
 
 /// Checks what the schema cannot.
-pub fn validate<'a>(
-    product: &'a DataProduct,
-    domain: &'a DataDomain,
-) -> Result<ValidProduct<'a>, ProductSpecError> {
-    let uid = product
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(ProductSpecError::MissingUid)?;
+pub fn validate<'a>(product: &'a DataProduct, domain: &'a DataDomain) -> Result<ValidProduct<'a>, ProductSpecError> {
+    let uid = product.metadata.uid.as_deref().ok_or(ProductSpecError::MissingUid)?;
     let name = product.metadata.name.as_deref().unwrap_or_default();
     let domain_name = domain.metadata.name.as_deref().unwrap_or_default();
     let allowed = &domain.spec.storage_classes;
-    for storage in product
-        .spec
-        .storage
-        .iter()
-        .filter(|s| s.kind == StorageKind::Volume)
-    {
+    for storage in product.spec.storage.iter().filter(|s| s.kind == StorageKind::Volume) {
         if let Some(class) = &storage.storage_class
             && !allowed.is_empty()
             && !allowed.contains(class)
@@ -114,23 +92,11 @@ pub fn validate<'a>(
             });
         }
     }
-    if let Some(input) =
-        product.spec.inputs.iter().find(|i| {
-            i.domain.as_deref().unwrap_or(domain_name) == domain_name && i.product == name
-        })
+    if let Some(input) = product.spec.inputs.iter().find(|i| i.domain.as_deref().unwrap_or(domain_name) == domain_name && i.product == name)
     {
-        return Err(ProductSpecError::SelfInput {
-            input: input.name.clone(),
-        });
+        return Err(ProductSpecError::SelfInput { input: input.name.clone() });
     }
-    Ok(ValidProduct {
-        product,
-        name,
-        namespace: product.metadata.namespace.as_deref().unwrap_or_default(),
-        uid,
-        domain,
-        domain_name,
-    })
+    Ok(ValidProduct { product, name, namespace: product.metadata.namespace.as_deref().unwrap_or_default(), uid, domain, domain_name })
 }
 
 /// Where an input stands.
@@ -226,11 +192,7 @@ pub fn resolve_inputs(
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResolvedConsumer {
     /// A domain: its pipelines' ServiceAccounts, owners and members.
-    Domain {
-        name: String,
-        namespace: String,
-        subjects: Vec<Subject>,
-    },
+    Domain { name: String, namespace: String, subjects: Vec<Subject> },
     /// One RBAC subject.
     Subject(Subject),
     /// A domain that does not exist (yet); nothing is granted.
@@ -245,15 +207,7 @@ impl ResolvedConsumer {
                 format!("d-{name}")
             }
             ResolvedConsumer::Subject(s) => {
-                format!(
-                    "s-{:08x}",
-                    fnv1a(&format!(
-                        "{}/{}/{}",
-                        s.kind.as_str(),
-                        s.namespace.as_deref().unwrap_or_default(),
-                        s.name
-                    ))
-                )
+                format!("s-{:08x}", fnv1a(&format!("{}/{}/{}", s.kind.as_str(), s.namespace.as_deref().unwrap_or_default(), s.name)))
             }
         }
     }
@@ -269,9 +223,7 @@ impl ResolvedConsumer {
 }
 
 fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x01000193)
-    })
+    s.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x01000193))
 }
 
 pub fn resolve_consumers(
@@ -290,17 +242,10 @@ pub fn resolve_consumers(
             let resolved = match (&consumer.domain, &consumer.subject) {
                 (Some(domain), _) => match find_domain(domain) {
                     Some(d) => {
-                        let mut subjects = vec![Subject::group(&format!(
-                            "system:serviceaccounts:{}",
-                            namespace_of(&d)
-                        ))];
+                        let mut subjects = vec![Subject::group(&format!("system:serviceaccounts:{}", namespace_of(&d)))];
                         subjects.extend(d.spec.owners.iter().cloned());
                         subjects.extend(d.spec.members.iter().cloned());
-                        ResolvedConsumer::Domain {
-                            name: domain.clone(),
-                            namespace: namespace_of(&d),
-                            subjects,
-                        }
+                        ResolvedConsumer::Domain { name: domain.clone(), namespace: namespace_of(&d), subjects }
                     }
                     None => ResolvedConsumer::MissingDomain(domain.clone()),
                 },
@@ -355,14 +300,8 @@ pub fn reader_role_name(product: &str) -> String {
 
 fn labels(valid: &ValidProduct<'_>, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            keys::LABEL_MANAGED_BY.to_string(),
-            keys::MANAGED_BY.to_string(),
-        ),
-        (
-            keys::LABEL_DOMAIN.to_string(),
-            valid.domain_name.to_string(),
-        ),
+        (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
+        (keys::LABEL_DOMAIN.to_string(), valid.domain_name.to_string()),
         (keys::LABEL_PRODUCT.to_string(), valid.name.to_string()),
         (keys::LABEL_COMPONENT.to_string(), component.to_string()),
     ])
@@ -379,25 +318,10 @@ fn meta(valid: &ValidProduct<'_>, name: String, component: &str) -> ObjectMeta {
 }
 
 /// Renders every object of a validated product.
-pub fn render(
-    valid: &ValidProduct<'_>,
-    inputs: &[ResolvedInput],
-    consumers: &[ResolvedConsumer],
-) -> ProductBundle {
+pub fn render(valid: &ValidProduct<'_>, inputs: &[ResolvedInput], consumers: &[ResolvedConsumer]) -> ProductBundle {
     let product_ref = valid.product_ref();
-    let storage = valid
-        .product
-        .spec
-        .storage
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.kind,
-                storage::backend(s.kind).render(&product_ref, s),
-            )
-        })
-        .collect();
+    let storage =
+        valid.product.spec.storage.iter().map(|s| (s.name.clone(), s.kind, storage::backend(s.kind).render(&product_ref, s))).collect();
     let (cron_jobs, deployments) = render_pipelines(valid, inputs);
     ProductBundle {
         service_account: ServiceAccount {
@@ -424,22 +348,18 @@ pub fn render_descriptor(valid: &ValidProduct<'_>) -> ConfigMap {
         .output_ports
         .iter()
         .map(|port| {
-            let backing = port
-                .storage
-                .as_ref()
-                .and_then(|name| spec.storage.iter().find(|s| &s.name == name))
-                .map(|s| {
-                    let objects = storage::backend(s.kind).render(&product_ref, s);
-                    json!({
-                        "name": s.name,
-                        "kind": s.kind,
-                        "objects": objects.iter().map(|o| json!({
-                            "kind": o.types.as_ref().map(|t| t.kind.clone()),
-                            "name": o.metadata.name,
-                        })).collect::<Vec<_>>(),
-                        "credentials": storage::backend(s.kind).credentials(&product_ref, s),
-                    })
-                });
+            let backing = port.storage.as_ref().and_then(|name| spec.storage.iter().find(|s| &s.name == name)).map(|s| {
+                let objects = storage::backend(s.kind).render(&product_ref, s);
+                json!({
+                    "name": s.name,
+                    "kind": s.kind,
+                    "objects": objects.iter().map(|o| json!({
+                        "kind": o.types.as_ref().map(|t| t.kind.clone()),
+                        "name": o.metadata.name,
+                    })).collect::<Vec<_>>(),
+                    "credentials": storage::backend(s.kind).credentials(&product_ref, s),
+                })
+            });
             json!({
                 "name": port.name,
                 "format": port.format,
@@ -489,13 +409,8 @@ pub fn render_descriptor(valid: &ValidProduct<'_>) -> ConfigMap {
 /// descriptor and its credentials; each consumer gets a binding to it.
 pub fn render_reader_role(valid: &ValidProduct<'_>) -> Role {
     let product_ref = valid.product_ref();
-    let secrets: Vec<String> = valid
-        .product
-        .spec
-        .storage
-        .iter()
-        .flat_map(|s| storage::backend(s.kind).credentials(&product_ref, s))
-        .collect();
+    let secrets: Vec<String> =
+        valid.product.spec.storage.iter().flat_map(|s| storage::backend(s.kind).credentials(&product_ref, s)).collect();
     let mut rules = vec![
         PolicyRule {
             api_groups: Some(vec![keys::GROUP.into()]),
@@ -521,10 +436,7 @@ pub fn render_reader_role(valid: &ValidProduct<'_>) -> Role {
             ..Default::default()
         });
     }
-    Role {
-        metadata: meta(valid, reader_role_name(valid.name), "access"),
-        rules: Some(rules),
-    }
+    Role { metadata: meta(valid, reader_role_name(valid.name), "access"), rules: Some(rules) }
 }
 
 fn rbac_subject(subject: &Subject) -> RbacSubject {
@@ -532,21 +444,13 @@ fn rbac_subject(subject: &Subject) -> RbacSubject {
         kind: subject.kind.as_str().to_string(),
         name: subject.name.clone(),
         namespace: subject.namespace.clone(),
-        api_group: (subject.kind != SubjectKind::ServiceAccount)
-            .then(|| "rbac.authorization.k8s.io".to_string()),
+        api_group: (subject.kind != SubjectKind::ServiceAccount).then(|| "rbac.authorization.k8s.io".to_string()),
     }
 }
 
 fn grant_meta(valid: &ValidProduct<'_>, consumer: &ResolvedConsumer) -> ObjectMeta {
-    let mut m = meta(
-        valid,
-        format!("{}-read-{}", valid.name, consumer.key()),
-        "grant",
-    );
-    m.annotations = Some(BTreeMap::from([(
-        keys::ANNOTATION_CONSUMER.to_string(),
-        consumer.describe(),
-    )]));
+    let mut m = meta(valid, format!("{}-read-{}", valid.name, consumer.key()), "grant");
+    m.annotations = Some(BTreeMap::from([(keys::ANNOTATION_CONSUMER.to_string(), consumer.describe())]));
     m
 }
 
@@ -555,9 +459,7 @@ pub fn render_grants(valid: &ValidProduct<'_>, consumers: &[ResolvedConsumer]) -
         .iter()
         .filter_map(|consumer| {
             let subjects = match consumer {
-                ResolvedConsumer::Domain { subjects, .. } => {
-                    subjects.iter().map(rbac_subject).collect()
-                }
+                ResolvedConsumer::Domain { subjects, .. } => subjects.iter().map(rbac_subject).collect(),
                 ResolvedConsumer::Subject(s) => vec![rbac_subject(s)],
                 ResolvedConsumer::MissingDomain(_) => return None,
             };
@@ -575,32 +477,19 @@ pub fn render_grants(valid: &ValidProduct<'_>, consumers: &[ResolvedConsumer]) -
 }
 
 fn pods_of(product: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            keys::LABEL_PRODUCT.to_string(),
-            product.to_string(),
-        )])),
-        ..Default::default()
-    }
+    LabelSelector { match_labels: Some(BTreeMap::from([(keys::LABEL_PRODUCT.to_string(), product.to_string())])), ..Default::default() }
 }
 
 fn namespace_selector(namespace: &str) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            keys::LABEL_NAMESPACE_NAME.to_string(),
-            namespace.to_string(),
-        )])),
+        match_labels: Some(BTreeMap::from([(keys::LABEL_NAMESPACE_NAME.to_string(), namespace.to_string())])),
         ..Default::default()
     }
 }
 
 /// A consumer domain's namespaces may reach the product's pods; a product
 /// in a Strict domain may reach the pods of its granted cross-domain inputs.
-pub fn render_network_policies(
-    valid: &ValidProduct<'_>,
-    inputs: &[ResolvedInput],
-    consumers: &[ResolvedConsumer],
-) -> Vec<NetworkPolicy> {
+pub fn render_network_policies(valid: &ValidProduct<'_>, inputs: &[ResolvedInput], consumers: &[ResolvedConsumer]) -> Vec<NetworkPolicy> {
     let mut policies: Vec<NetworkPolicy> = consumers
         .iter()
         .filter_map(|consumer| match consumer {
@@ -639,10 +528,7 @@ pub fn render_network_policies(
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(pods_of(valid.name)),
                 policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(upstream),
-                    ..Default::default()
-                }]),
+                egress: Some(vec![NetworkPolicyEgressRule { to: Some(upstream), ..Default::default() }]),
                 ..Default::default()
             }),
         });
@@ -666,12 +552,7 @@ fn quantities(cm: &Option<CpuMemory>) -> Option<BTreeMap<String, Quantity>> {
 /// `restricted` (non-root, no privilege escalation, no capabilities,
 /// RuntimeDefault seccomp), its volumes, its storage's and granted inputs'
 /// connection details.
-pub fn render_pod(
-    valid: &ValidProduct<'_>,
-    pipeline: &Pipeline,
-    inputs: &[ResolvedInput],
-    restart_policy: &str,
-) -> PodTemplateSpec {
+pub fn render_pod(valid: &ValidProduct<'_>, pipeline: &Pipeline, inputs: &[ResolvedInput], restart_policy: &str) -> PodTemplateSpec {
     let spec = &valid.product.spec;
     let product_ref = valid.product_ref();
     let mut wiring = Wiring::default();
@@ -689,43 +570,23 @@ pub fn render_pod(
     let mut env: Vec<KubeEnvVar> = vec![
         storage::env("MESHPLANE_PRODUCT".into(), valid.name),
         storage::env("MESHPLANE_DOMAIN".into(), valid.domain_name),
-        storage::env(
-            "MESHPLANE_DESCRIPTOR".into(),
-            format!("{}/{}", valid.namespace, descriptor_name(valid.name)),
-        ),
+        storage::env("MESHPLANE_DESCRIPTOR".into(), format!("{}/{}", valid.namespace, descriptor_name(valid.name))),
     ];
     env.extend(wiring.env);
-    for input in inputs
-        .iter()
-        .filter(|i| pipeline.inputs.contains(&i.name) && i.state == InputState::Granted)
-    {
+    for input in inputs.iter().filter(|i| pipeline.inputs.contains(&i.name) && i.state == InputState::Granted) {
         let Some(ns) = &input.namespace else { continue };
-        env.push(storage::env(
-            storage::env_name(&["MESHPLANE_INPUT", &input.name, "NAMESPACE"]),
-            ns.clone(),
-        ));
-        env.push(storage::env(
-            storage::env_name(&["MESHPLANE_INPUT", &input.name, "PRODUCT"]),
-            input.product.clone(),
-        ));
+        env.push(storage::env(storage::env_name(&["MESHPLANE_INPUT", &input.name, "NAMESPACE"]), ns.clone()));
+        env.push(storage::env(storage::env_name(&["MESHPLANE_INPUT", &input.name, "PRODUCT"]), input.product.clone()));
         env.push(storage::env(
             storage::env_name(&["MESHPLANE_INPUT", &input.name, "DESCRIPTOR"]),
             format!("{ns}/{}", descriptor_name(&input.product)),
         ));
     }
-    env.extend(
-        pipeline
-            .env
-            .iter()
-            .map(|e| storage::env(e.name.clone(), e.value.clone())),
-    );
+    env.extend(pipeline.env.iter().map(|e| storage::env(e.name.clone(), e.value.clone())));
     let mut pod_labels = labels(valid, "pipeline");
     pod_labels.insert(keys::LABEL_PIPELINE.to_string(), pipeline.name.clone());
     PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(pod_labels),
-            ..Default::default()
-        }),
+        metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
         spec: Some(PodSpec {
             service_account_name: Some(service_account_name(valid.name)),
             automount_service_account_token: Some(false),
@@ -735,10 +596,7 @@ pub fn render_pod(
                 run_as_user: Some(65532),
                 run_as_group: Some(65532),
                 fs_group: Some(65532),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..Default::default()
-                }),
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                 ..Default::default()
             }),
             containers: vec![Container {
@@ -756,14 +614,8 @@ pub fn render_pod(
                 security_context: Some(SecurityContext {
                     allow_privilege_escalation: Some(false),
                     run_as_non_root: Some(true),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".into()]),
-                        ..Default::default()
-                    }),
-                    seccomp_profile: Some(SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        ..Default::default()
-                    }),
+                    capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+                    seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -774,19 +626,13 @@ pub fn render_pod(
     }
 }
 
-pub fn render_pipelines(
-    valid: &ValidProduct<'_>,
-    inputs: &[ResolvedInput],
-) -> (Vec<CronJob>, Vec<Deployment>) {
+pub fn render_pipelines(valid: &ValidProduct<'_>, inputs: &[ResolvedInput]) -> (Vec<CronJob>, Vec<Deployment>) {
     let mut cron_jobs = Vec::new();
     let mut deployments = Vec::new();
     for pipeline in &valid.product.spec.pipelines {
         let name = workload_name(valid.name, &pipeline.name);
         let mut workload_meta = meta(valid, name, "pipeline");
-        workload_meta
-            .labels
-            .get_or_insert_default()
-            .insert(keys::LABEL_PIPELINE.into(), pipeline.name.clone());
+        workload_meta.labels.get_or_insert_default().insert(keys::LABEL_PIPELINE.into(), pipeline.name.clone());
         match pipeline.mode {
             PipelineMode::Batch => {
                 let pod = render_pod(valid, pipeline, inputs, "Never");
@@ -804,11 +650,7 @@ pub fn render_pipelines(
                                 labels: pod.metadata.as_ref().and_then(|m| m.labels.clone()),
                                 ..Default::default()
                             }),
-                            spec: Some(JobSpec {
-                                backoff_limit: Some(2),
-                                template: pod,
-                                ..Default::default()
-                            }),
+                            spec: Some(JobSpec { backoff_limit: Some(2), template: pod, ..Default::default() }),
                         },
                         ..Default::default()
                     }),
@@ -817,17 +659,13 @@ pub fn render_pipelines(
             }
             PipelineMode::Continuous => {
                 let pod = render_pod(valid, pipeline, inputs, "Always");
-                let mut selector =
-                    BTreeMap::from([(keys::LABEL_PRODUCT.to_string(), valid.name.to_string())]);
+                let mut selector = BTreeMap::from([(keys::LABEL_PRODUCT.to_string(), valid.name.to_string())]);
                 selector.insert(keys::LABEL_PIPELINE.to_string(), pipeline.name.clone());
                 deployments.push(Deployment {
                     metadata: workload_meta,
                     spec: Some(DeploymentSpec {
                         replicas: Some(pipeline.replicas),
-                        selector: LabelSelector {
-                            match_labels: Some(selector),
-                            ..Default::default()
-                        },
+                        selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
                         template: pod,
                         ..Default::default()
                     }),

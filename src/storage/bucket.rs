@@ -32,23 +32,14 @@ fn secret_name(product: &str, storage: &str) -> String {
 
 impl Backend for Bucket {
     fn api_resources(&self) -> Vec<ApiResource> {
-        vec![
-            resource("BucketClaim", "bucketclaims"),
-            resource("BucketAccess", "bucketaccesses"),
-        ]
+        vec![resource("BucketClaim", "bucketclaims"), resource("BucketAccess", "bucketaccesses")]
     }
 
     fn render(&self, product: &ProductRef<'_>, storage: &Storage) -> Vec<DynamicObject> {
         let name = claim_name(product.name, &storage.name);
         let class = storage.storage_class.clone().unwrap_or_default();
-        let access_class = storage
-            .bucket_access_class
-            .clone()
-            .unwrap_or_else(|| class.clone());
-        let [claim_ar, access_ar] = [
-            resource("BucketClaim", "bucketclaims"),
-            resource("BucketAccess", "bucketaccesses"),
-        ];
+        let access_class = storage.bucket_access_class.clone().unwrap_or_else(|| class.clone());
+        let [claim_ar, access_ar] = [resource("BucketClaim", "bucketclaims"), resource("BucketAccess", "bucketaccesses")];
         let mut claim = DynamicObject::new(&name, &claim_ar).data(json!({
             "spec": {"bucketClassName": class, "protocols": ["S3"]}
         }));
@@ -79,21 +70,10 @@ impl Backend for Bucket {
                 }),
                 ..Default::default()
             }],
-            mounts: vec![VolumeMount {
-                name: volume,
-                mount_path: path.clone(),
-                read_only: Some(true),
-                ..Default::default()
-            }],
+            mounts: vec![VolumeMount { name: volume, mount_path: path.clone(), read_only: Some(true), ..Default::default() }],
             env: vec![
-                env(
-                    env_name(&["MESHPLANE_STORAGE", &storage.name, "CREDENTIALS"]),
-                    path,
-                ),
-                env(
-                    env_name(&["MESHPLANE_STORAGE", &storage.name, "BUCKET_CLAIM"]),
-                    claim_name(product.name, &storage.name),
-                ),
+                env(env_name(&["MESHPLANE_STORAGE", &storage.name, "CREDENTIALS"]), path),
+                env(env_name(&["MESHPLANE_STORAGE", &storage.name, "BUCKET_CLAIM"]), claim_name(product.name, &storage.name)),
             ],
         }
     }
@@ -104,18 +84,10 @@ impl Backend for Bucket {
 
     fn state(&self, storage: &Storage, current: &[Option<DynamicObject>]) -> StorageState {
         let flag = |i: usize, field: &str| {
-            current
-                .get(i)
-                .and_then(Option::as_ref)
-                .and_then(|o| o.data.get("status")?.get(field)?.as_bool())
-                .unwrap_or(false)
+            current.get(i).and_then(Option::as_ref).and_then(|o| o.data.get("status")?.get(field)?.as_bool()).unwrap_or(false)
         };
         if current.iter().any(Option::is_none) {
-            return StorageState {
-                ready: false,
-                reason: "Pending",
-                message: format!("bucket `{}` not created yet", storage.name),
-            };
+            return StorageState { ready: false, reason: "Pending", message: format!("bucket `{}` not created yet", storage.name) };
         }
         match (flag(0, "bucketReady"), flag(1, "accessGranted")) {
             (true, true) => StorageState {
@@ -126,28 +98,17 @@ impl Backend for Bucket {
             (false, _) => StorageState {
                 ready: false,
                 reason: "BucketPending",
-                message: format!(
-                    "waiting for the COSI driver to provision bucket `{}`",
-                    storage.name
-                ),
+                message: format!("waiting for the COSI driver to provision bucket `{}`", storage.name),
             },
             (true, false) => StorageState {
                 ready: false,
                 reason: "BucketAccessPending",
-                message: format!(
-                    "waiting for the COSI driver to grant access to bucket `{}`",
-                    storage.name
-                ),
+                message: format!("waiting for the COSI driver to grant access to bucket `{}`", storage.name),
             },
         }
     }
 
-    fn explain<'a>(
-        &'a self,
-        _: &'a Client,
-        _: &'a str,
-        _: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<String>> {
+    fn explain<'a>(&'a self, _: &'a Client, _: &'a str, _: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
         async { None }.boxed()
     }
 }

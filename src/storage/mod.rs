@@ -66,12 +66,8 @@ pub trait Backend: Send + Sync {
 
     /// A closer look at storage that is not ready (the reason Kubernetes
     /// gives); `None` when there is nothing more to say.
-    fn explain<'a>(
-        &'a self,
-        client: &'a Client,
-        namespace: &'a str,
-        current: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<String>>;
+    fn explain<'a>(&'a self, client: &'a Client, namespace: &'a str, current: &'a [Option<DynamicObject>])
+    -> BoxFuture<'a, Option<String>>;
 }
 
 /// The backend of a storage kind.
@@ -84,28 +80,16 @@ pub fn backend(kind: StorageKind) -> &'static dyn Backend {
 
 /// Environment variable names are upper case with underscores.
 pub fn env_name(parts: &[&str]) -> String {
-    parts
-        .iter()
-        .map(|p| p.to_ascii_uppercase().replace(['-', '.'], "_"))
-        .collect::<Vec<_>>()
-        .join("_")
+    parts.iter().map(|p| p.to_ascii_uppercase().replace(['-', '.'], "_")).collect::<Vec<_>>().join("_")
 }
 
 pub(crate) fn env(name: String, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name,
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
+    EnvVar { name, value: Some(value.into()), ..EnvVar::default() }
 }
 
 /// Metadata every storage object carries: name, namespace, meshplane's
 /// labels and the product as controlling owner.
-pub(crate) fn object_meta(
-    product: &ProductRef<'_>,
-    name: String,
-    storage: &str,
-) -> kube::api::ObjectMeta {
+pub(crate) fn object_meta(product: &ProductRef<'_>, name: String, storage: &str) -> kube::api::ObjectMeta {
     use std::collections::BTreeMap;
 
     use crate::keys;
@@ -113,19 +97,13 @@ pub(crate) fn object_meta(
         name: Some(name),
         namespace: Some(product.namespace.to_string()),
         labels: Some(BTreeMap::from([
-            (
-                keys::LABEL_MANAGED_BY.to_string(),
-                keys::MANAGED_BY.to_string(),
-            ),
+            (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
             (keys::LABEL_DOMAIN.to_string(), product.domain.to_string()),
             (keys::LABEL_PRODUCT.to_string(), product.name.to_string()),
             (keys::LABEL_COMPONENT.to_string(), "storage".to_string()),
             (keys::LABEL_STORAGE.to_string(), storage.to_string()),
         ])),
-        owner_references: Some(vec![crate::render::product::owner_reference(
-            product.name,
-            product.uid,
-        )]),
+        owner_references: Some(vec![crate::render::product::owner_reference(product.name, product.uid)]),
         ..Default::default()
     }
 }

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -24,9 +23,7 @@ pub fn claim_name(product: &str, storage: &str) -> String {
 
 fn claim(current: &[Option<DynamicObject>]) -> Option<PersistentVolumeClaim> {
     let object = current.first()?.as_ref()?;
-    serde_json::to_value(object)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
+    serde_json::to_value(object).ok().and_then(|v| serde_json::from_value(v).ok())
 }
 
 impl Backend for VolumeClaim {
@@ -35,25 +32,14 @@ impl Backend for VolumeClaim {
     }
 
     fn render(&self, product: &ProductRef<'_>, storage: &Storage) -> Vec<DynamicObject> {
-        let class = storage
-            .storage_class
-            .as_deref()
-            .or(product.default_class)
-            .map(str::to_string);
+        let class = storage.storage_class.as_deref().or(product.default_class).map(str::to_string);
         let pvc = PersistentVolumeClaim {
-            metadata: object_meta(
-                product,
-                claim_name(product.name, &storage.name),
-                &storage.name,
-            ),
+            metadata: object_meta(product, claim_name(product.name, &storage.name), &storage.name),
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(vec!["ReadWriteOnce".into()]),
                 storage_class_name: class,
                 resources: Some(VolumeResourceRequirements {
-                    requests: storage
-                        .size
-                        .clone()
-                        .map(|size| BTreeMap::from([("storage".to_string(), size)])),
+                    requests: storage.size.clone().map(|size| BTreeMap::from([("storage".to_string(), size)])),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -61,12 +47,8 @@ impl Backend for VolumeClaim {
             ..Default::default()
         };
         let value = serde_json::to_value(&pvc).expect("a claim serializes");
-        let mut object: DynamicObject =
-            serde_json::from_value(value).expect("a claim is an object");
-        object.types = Some(kube::api::TypeMeta {
-            api_version: "v1".into(),
-            kind: "PersistentVolumeClaim".into(),
-        });
+        let mut object: DynamicObject = serde_json::from_value(value).expect("a claim is an object");
+        object.types = Some(kube::api::TypeMeta { api_version: "v1".into(), kind: "PersistentVolumeClaim".into() });
         vec![object]
     }
 
@@ -90,10 +72,7 @@ impl Backend for VolumeClaim {
                 read_only: Some(mount.read_only),
                 ..Default::default()
             }],
-            env: vec![env(
-                env_name(&["MESHPLANE_STORAGE", &storage.name, "PATH"]),
-                mount.path.clone(),
-            )],
+            env: vec![env(env_name(&["MESHPLANE_STORAGE", &storage.name, "PATH"]), mount.path.clone())],
         }
     }
 
@@ -103,29 +82,17 @@ impl Backend for VolumeClaim {
 
     fn state(&self, storage: &Storage, current: &[Option<DynamicObject>]) -> StorageState {
         let Some(pvc) = claim(current) else {
-            return StorageState {
-                ready: false,
-                reason: "Pending",
-                message: format!("claim for `{}` not created yet", storage.name),
-            };
+            return StorageState { ready: false, reason: "Pending", message: format!("claim for `{}` not created yet", storage.name) };
         };
-        let phase = pvc
-            .status
-            .and_then(|s| s.phase)
-            .unwrap_or_else(|| "Pending".into());
+        let phase = pvc.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
         match phase.as_str() {
-            "Bound" => StorageState {
-                ready: true,
-                reason: "Bound",
-                message: format!("claim {} is Bound", pvc.metadata.name.unwrap_or_default()),
-            },
+            "Bound" => {
+                StorageState { ready: true, reason: "Bound", message: format!("claim {} is Bound", pvc.metadata.name.unwrap_or_default()) }
+            }
             "Lost" => StorageState {
                 ready: false,
                 reason: "ClaimLost",
-                message: format!(
-                    "claim {} lost its volume",
-                    pvc.metadata.name.unwrap_or_default()
-                ),
+                message: format!("claim {} lost its volume", pvc.metadata.name.unwrap_or_default()),
             },
             _ => StorageState {
                 ready: false,
@@ -148,7 +115,9 @@ impl Backend for VolumeClaim {
             if let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
                 if let Ok(Some(sc)) = Api::<StorageClass>::all(client.clone()).get_opt(&class).await {
                     if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") {
-                        return Some(format!("WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"));
+                        return Some(format!(
+                            "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
+                        ));
                     }
                 } else {
                     return Some(format!("claim {name} names storage class `{class}`, which does not exist"));

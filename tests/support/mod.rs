@@ -24,9 +24,7 @@ pub fn repo_root() -> &'static Path {
 }
 
 pub fn cluster_dir() -> PathBuf {
-    std::env::var_os("MESHPLANE_CLUSTER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/cluster"))
+    std::env::var_os("MESHPLANE_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster"))
 }
 
 pub fn kubeconfig_path() -> PathBuf {
@@ -41,11 +39,7 @@ pub fn bin(name: &str) -> PathBuf {
         .current_dir(repo_root())
         .output()
         .expect("running bash");
-    assert!(
-        out.status.success(),
-        "cannot locate {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cannot locate {name}: {}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -53,21 +47,13 @@ pub fn bin(name: &str) -> PathBuf {
 fn lock(name: &str) -> File {
     let dir = repo_root().join("target");
     std::fs::create_dir_all(&dir).unwrap();
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(name))
-        .unwrap();
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).unwrap();
     file.lock().expect("locking");
     file
 }
 
 fn cluster_ready() -> bool {
-    kubeconfig_path().exists()
-        && kubectl_output(&["get", "--raw", "/readyz"])
-            .status
-            .success()
+    kubeconfig_path().exists() && kubectl_output(&["get", "--raw", "/readyz"]).status.success()
 }
 
 /// Starts the local control plane unless it runs, once for all tests.
@@ -78,9 +64,7 @@ pub fn ensure_cluster() {
         if cluster_ready() {
             return;
         }
-        let status = Command::new(repo_root().join("cluster/up.sh"))
-            .status()
-            .expect("running cluster/up.sh");
+        let status = Command::new(repo_root().join("cluster/up.sh")).status().expect("running cluster/up.sh");
         assert!(status.success(), "cluster/up.sh failed");
     });
 }
@@ -92,12 +76,10 @@ pub async fn cluster() -> Client {
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig"),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("loading kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig"), &KubeConfigOptions::default())
+            .await
+            .expect("loading kubeconfig");
     Client::try_from(config).expect("building client")
 }
 
@@ -105,22 +87,13 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
 pub fn kubectl_output(args: &[&str]) -> Output {
     static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
     let kubectl = KUBECTL.get_or_init(|| bin("kubectl"));
-    Command::new(kubectl)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .expect("running kubectl")
+    Command::new(kubectl).args(args).env("KUBECONFIG", kubeconfig_path()).output().expect("running kubectl")
 }
 
 /// Runs kubectl and returns its stdout; panics with stderr on failure.
 pub fn kubectl(args: &[&str]) -> String {
     let out = kubectl_output(args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -137,23 +110,14 @@ pub fn kubectl_stdin(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
 /// `kubectl apply -f -` of a manifest; panics on failure.
 pub fn apply(manifest: &str) {
     let out = kubectl_stdin(&["apply", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}\n{manifest}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl apply failed: {}\n{manifest}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A name unique to this test process and call: lower case, starts with a
@@ -161,15 +125,8 @@ pub fn apply(manifest: &str) {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{:x}{:x}{n}",
-        std::process::id() % 0xfff,
-        nanos % 0xffff
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{:x}{:x}{n}", std::process::id() % 0xfff, nanos % 0xffff)
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming
@@ -184,10 +141,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -208,10 +162,7 @@ pub fn operator() -> String {
     let addr_file = dir.join("meshplane.addr");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
     // Reuse a running operator only if it runs this very build.
-    if let (Ok(pid), Ok(addr)) = (
-        std::fs::read_to_string(&pid_file),
-        std::fs::read_to_string(&addr_file),
-    ) {
+    if let (Ok(pid), Ok(addr)) = (std::fs::read_to_string(&pid_file), std::fs::read_to_string(&addr_file)) {
         let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).ok();
         if exe.as_deref() == Some(binary.as_path()) {
             *started = Some(addr.clone());
@@ -222,42 +173,16 @@ pub fn operator() -> String {
             wait_gone(pid.trim());
         }
     }
-    kubectl(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-k",
-        repo_root().join("deploy/base").to_str().unwrap(),
-    ]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
-    let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh"))
-        .output()
-        .expect("operator kubeconfig");
-    assert!(
-        out.status.success(),
-        "operator-kubeconfig.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-k", repo_root().join("deploy/base").to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
+    assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
     let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::create_dir_all(dir.join("pids")).unwrap();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("logs/meshplane.log"))
-        .unwrap();
+    let log = OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane.log")).unwrap();
     // Deliberately never waited on: the operator outlives this test process
     // and serves the next test binaries; cluster/down.sh stops it by PID.
     #[allow(clippy::zombie_processes)]
@@ -271,20 +196,12 @@ pub fn operator() -> String {
         .spawn()
         .expect("starting meshplane");
     std::fs::write(&pid_file, child.id().to_string()).unwrap();
-    std::fs::write(
-        dir.join("pids/meshplane.pid.exe"),
-        binary.to_string_lossy().as_bytes(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
     std::fs::write(&addr_file, &addr).unwrap();
     // Ready means every cache has synced.
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&addr, "/readyz").is_none_or(|(code, _)| code != 200) {
-        assert!(
-            Instant::now() < deadline,
-            "meshplane did not become ready; see {}",
-            dir.join("logs/meshplane.log").display()
-        );
+        assert!(Instant::now() < deadline, "meshplane did not become ready; see {}", dir.join("logs/meshplane.log").display());
         std::thread::sleep(Duration::from_millis(100));
     }
     *started = Some(addr.clone());
@@ -307,9 +224,50 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
+}
+
+/// A DataDomain manifest with the given (indented) spec lines.
+pub fn domain_manifest(name: &str, spec: &str) -> String {
+    let spec = if spec.is_empty() { "  description: test domain\n" } else { spec };
+    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataDomain\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+/// Creates a domain and waits until it is Ready; returns its namespace.
+pub async fn ready_domain(client: &Client, name: &str, spec: &str) -> String {
+    apply(&domain_manifest(name, spec));
+    let api = kube::Api::<meshplane::api::DataDomain>::all(client.clone());
+    wait_until(&format!("DataDomain {name} to be Ready"), Duration::from_secs(90), || async {
+        let d = api.get_opt(name).await.ok()??;
+        let status = d.status?;
+        (meshplane::api::conditions::status_of(&status.conditions, "Ready") == Some("True")).then_some(status.namespace?)
+    })
+    .await
+}
+
+/// Waits until a DataProduct's condition has the given status; returns the product.
+pub async fn wait_product(client: &Client, namespace: &str, name: &str, type_: &str, status: &str) -> meshplane::api::DataProduct {
+    let api = kube::Api::<meshplane::api::DataProduct>::namespaced(client.clone(), namespace);
+    wait_until(&format!("DataProduct {namespace}/{name} {type_}={status}"), Duration::from_secs(60), || async {
+        let p = api.get_opt(name).await.ok()??;
+        let conditions = p.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        (meshplane::api::conditions::status_of(conditions, type_) == Some(status)).then_some(p)
+    })
+    .await
+}
+
+/// A condition of a product, which must be present.
+pub fn product_condition<'a>(p: &'a meshplane::api::DataProduct, type_: &str) -> &'a meshplane::api::Condition {
+    p.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_)).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// `kubectl auth can-i` as the given identity; true for "yes".
+pub fn can_i(args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    let out = kubectl_output(&all);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(answer == "yes" || answer == "no", "kubectl {}: {answer} {}", all.join(" "), String::from_utf8_lossy(&out.stderr));
+    answer == "yes"
 }
