@@ -130,7 +130,7 @@ fn consumers_of(
 
 fn error_policy(product: Arc<DataProduct>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(KIND, error.category());
-    tracing::warn!(product = %product.name_any(), namespace = ?product.namespace(), %error, "reconcile failed; retrying");
+    tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -696,7 +696,7 @@ async fn stall(product: &DataProduct, ctx: &Context, domain: Option<String>, pro
     let why = problem.reason();
     let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == message) {
-        tracing::warn!(product = %product.name_any(), namespace = ?product.namespace(), reason = why, "{message}");
+        tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), reason = why, "{message}");
         publish(product, ctx, EventType::Warning, why, "Reconcile", message.clone(), None).await;
     }
     let computed = vec![
@@ -719,7 +719,7 @@ async fn note<K: Resource<DynamicType = ()>>(product: &DataProduct, ctx: &Contex
     *created |= outcome == Outcome::Created;
     let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
     let note = format!("{reason} {kind} {}", child.meta().name.as_deref().unwrap_or_default());
-    tracing::info!(product = %product.name_any(), namespace = ?product.namespace(), "{note}");
+    tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
     publish(product, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
@@ -731,7 +731,7 @@ async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: 
     *created |= outcome == Outcome::Created;
     let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
     let note = format!("{reason} {kind} {}", object.name_any());
-    tracing::info!(product = %product.name_any(), namespace = ?product.namespace(), "{note}");
+    tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: object.types.as_ref().map(|t| t.api_version.clone()),
         kind: Some(kind.to_string()),
@@ -837,4 +837,66 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
     let remaining: Vec<String> = product.finalizers().iter().filter(|f| *f != keys::FINALIZER_PRODUCT).cloned().collect();
     patch_finalizers(product, ctx, remaining).await?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(freshness: &str) -> DataProduct {
+        let yaml = format!(
+            "metadata: {{name: p, namespace: n}}\nspec: {{quality: {{freshness: {freshness}}}, pipelines: [{{name: b, image: i, schedule: '@daily'}}]}}"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    fn job(name: &str, created: i64, completed: Option<i64>, failed: bool) -> Arc<Job> {
+        let condition = match (completed, failed) {
+            (Some(_), _) => r#"[{"type": "Complete", "status": "True"}]"#,
+            (None, true) => r#"[{"type": "Failed", "status": "True"}]"#,
+            _ => "[]",
+        };
+        let ts = |s: i64| jiff::Timestamp::from_second(s).unwrap().to_string();
+        let json = format!(
+            r#"{{"metadata": {{"name": "{name}", "creationTimestamp": "{}", "labels": {{"meshplane.dev/pipeline": "b"}}}},
+               "status": {{"startTime": "{}", {} "conditions": {condition}}}}}"#,
+            ts(created),
+            ts(created),
+            completed.map(|c| format!(r#""completionTime": "{}","#, ts(c))).unwrap_or_default()
+        );
+        Arc::new(serde_json::from_str(&json).unwrap())
+    }
+
+    #[test]
+    fn runs_are_read_from_the_jobs() {
+        let p = product("1h");
+        let jobs = [job("a", 100, Some(110), false), job("b", 200, None, true)];
+        let status = &pipeline_statuses(&p, &jobs, &[])[0];
+        assert_eq!(status.last_result.as_deref(), Some("Failed"), "the newest run decides the result");
+        assert_eq!(status.last_successful_time.as_deref(), Some(jiff::Timestamp::from_second(110).unwrap().to_string().as_str()));
+        assert_eq!(status.last_schedule_time.as_deref(), Some(jiff::Timestamp::from_second(200).unwrap().to_string().as_str()));
+    }
+
+    #[test]
+    fn freshness_lapses_and_says_when() {
+        let p = product("20s");
+        let pipelines = pipeline_statuses(&p, &[job("a", 100, Some(110), false)], &[]);
+        let at = |s| jiff::Timestamp::from_second(s).unwrap();
+        let (fresh, expires) = freshness(&p, &pipelines, at(120)).unwrap();
+        assert!(fresh.status && fresh.reason == reason::WITHIN_SLO);
+        assert_eq!(expires, Some(Duration::from_secs(10)));
+        let (stale, expires) = freshness(&p, &pipelines, at(131)).unwrap();
+        assert!(!stale.status && stale.reason == reason::STALE && expires.is_none());
+        let (never, _) = freshness(&p, &pipeline_statuses(&p, &[], &[]), at(0)).unwrap();
+        assert_eq!(never.reason, reason::NO_SUCCESSFUL_RUN);
+        // A message must not change from pass to pass, or status is rewritten each time.
+        assert_eq!(freshness(&p, &pipelines, at(121)).unwrap().0, fresh);
+    }
+
+    #[test]
+    fn slo_durations() {
+        assert_eq!(parse_slo("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_slo("2d"), Some(Duration::from_secs(172800)));
+        assert_eq!(parse_slo("soon"), None);
+    }
 }
