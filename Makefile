@@ -35,10 +35,7 @@ install: cluster ## Install the CRDs and meshplane's RBAC into the local cluster
 
 .PHONY: dev
 dev: install build ## Run meshplane against the local cluster with examples/ applied
-	$(KUBECTL) apply -f examples/
-	@echo "meshplane runs in the foreground as its own ServiceAccount; Ctrl-C stops it."
-	@echo "In another shell: export KUBECONFIG=$(KUBECONFIG) PATH=$(KUBE_BIN):\$$PATH; kubectl get dd"
-	KUBECONFIG=$$(cluster/operator-kubeconfig.sh) ./target/debug/meshplane run --metrics-addr 127.0.0.1:8080
+	cluster/dev.sh
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy

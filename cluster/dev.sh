@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make dev`: meshplane in the foreground against the local control plane,
+# as its own ServiceAccount, with examples/ applied once it is up (domains
+# first; products once their domains' namespaces are Ready).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+operator_kubeconfig=$("$CLUSTER_SRC/operator-kubeconfig.sh")
+
+(
+  kubectl apply -f "$REPO_ROOT/examples/domains.yaml" >/dev/null
+  if kubectl wait --for=condition=Ready datadomain --all --timeout=180s >/dev/null; then
+    kubectl apply -f "$REPO_ROOT/examples/products.yaml" >/dev/null
+    log "examples/ applied. In another shell:"
+    log "  export KUBECONFIG=$KUBECONFIG_FILE PATH=$KUBERNETES_BIN:\$PATH"
+    log "  kubectl get dd; kubectl get dp -A; kubectl describe dp order-events -n dm-orders"
+  else
+    log "the example domains did not become Ready; see: kubectl describe dd"
+  fi
+) &
+
+log "meshplane runs in the foreground as its own ServiceAccount; Ctrl-C stops it"
+KUBECONFIG=$operator_kubeconfig exec "$REPO_ROOT/target/debug/meshplane" run --metrics-addr 127.0.0.1:8080 "$@"
