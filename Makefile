@@ -53,7 +53,7 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 	@echo "crds/ is up to date"
 
 .PHONY: integration
-integration: cluster ## Integration tests against the local control plane
+integration: install ## Integration tests against the local control plane
 	cargo test --test cluster --test domain --test product -- --test-threads 8
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1

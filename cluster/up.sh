@@ -183,6 +183,7 @@ launch kube-controller-manager \
   --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
   --controllers '*' --leader-elect=false \
   --concurrent-gc-syncs 10 --concurrent-namespace-syncs 5 --kube-api-qps 100 --kube-api-burst 200 \
+  --resource-quota-sync-period 15s \
   --profiling=false --v 1
 launch kube-scheduler \
   --kubeconfig "$STATE/scheduler.kubeconfig" \

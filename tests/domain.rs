@@ -16,7 +16,9 @@ use meshplane::api::DataDomain;
 use meshplane::api::conditions::status_of;
 use support::*;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+// A new cluster's quota controller accounts for a new CRD's objects only at
+// its next full resync (the local cluster runs one every 15s).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn domain_manifest(name: &str, extra: &str) -> String {
     format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataDomain\nmetadata:\n  name: {name}\nspec:\n{extra}")
@@ -54,7 +56,7 @@ async fn a_domain_gets_its_whole_tenant_and_becomes_ready() {
          viewers: [{kind: ServiceAccount, name: reader, namespace: default}]\n  quota: {cpu: \"4\", memory: 8Gi}\n",
     ));
     // kubectl wait, as a user would.
-    let out = kubectl(&["wait", "--for=condition=Ready", &format!("dd/{name}"), "--timeout=60s"]);
+    let out = kubectl(&["wait", "--for=condition=Ready", &format!("dd/{name}"), "--timeout=90s"]);
     assert!(out.contains("condition met"), "{out}");
 
     let d = domain(&client, &name).await.unwrap();
