@@ -8,7 +8,7 @@ kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 operator_kubeconfig=$("$CLUSTER_SRC/operator-kubeconfig.sh")
 
 (
-  kubectl apply -f "$REPO_ROOT/examples/domains.yaml" >/dev/null
+  kubectl apply -f "$REPO_ROOT/examples/policies.yaml" -f "$REPO_ROOT/examples/domains.yaml" >/dev/null
   if kubectl wait --for=condition=Ready datadomain --all --timeout=180s >/dev/null; then
     kubectl apply -f "$REPO_ROOT/examples/products.yaml" >/dev/null
     log "examples/ applied. In another shell:"

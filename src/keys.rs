@@ -75,3 +75,6 @@ pub const ANNOTATION_CONSUMER: &str = "meshplane.dev/consumer";
 
 /// Finalizer on a DataProduct: each storage's deletion policy runs first.
 pub const FINALIZER_PRODUCT: &str = "meshplane.dev/storage-protection";
+
+/// The GovernancePolicy an admission object was compiled from.
+pub const LABEL_POLICY: &str = "meshplane.dev/policy";

@@ -20,6 +20,10 @@ enum Command {
     Run(RunArgs),
     /// Print every CustomResourceDefinition as YAML, generated from the Rust types.
     Crds,
+    /// Check DataDomain, DataProduct and GovernancePolicy manifests offline:
+    /// against the CRD schemas and the policies among the given files.
+    /// Exits non-zero on a schema error or an Enforce violation.
+    Lint(LintArgs),
     /// Print the version.
     Version,
 }
@@ -44,6 +48,70 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "MESHPLANE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[derive(clap::Args)]
+struct LintArgs {
+    /// Files or directories (searched for *.yaml and *.yml).
+    #[arg(required = true)]
+    paths: Vec<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: LintOutput,
+    /// Namespace prefix of domains without spec.namespace, as the operator runs with.
+    #[arg(long, default_value = "dm-")]
+    namespace_prefix: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LintOutput {
+    Text,
+    Json,
+}
+
+fn yaml_files(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            yaml_files(&entry.path(), out)?;
+        }
+    } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") || !path.exists() {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+fn lint(args: LintArgs) -> ExitCode {
+    let mut paths = Vec::new();
+    for path in &args.paths {
+        if let Err(e) = yaml_files(path, &mut paths) {
+            eprintln!("error: reading {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(content) => files.push((path.display().to_string(), content)),
+            Err(e) => {
+                eprintln!("error: reading {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let findings = meshplane::lint::lint(&files, &args.namespace_prefix);
+    match args.output {
+        LintOutput::Text => {
+            for f in &findings {
+                println!("{f}");
+            }
+            let errors = findings.iter().filter(|f| f.severity == "error").count();
+            eprintln!("{} files checked: {errors} errors, {} other findings", files.len(), findings.len() - errors);
+        }
+        LintOutput::Json => println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default()),
+    }
+    if findings.iter().any(|f| f.severity == "error") { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,6 +139,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Lint(args) => lint(args),
         Command::Version => {
             println!("meshplane {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

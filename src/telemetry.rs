@@ -6,6 +6,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Policies are few and named by the platform team, so this stays bounded.
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApplyLabels {
     pub kind: String,
     pub outcome: &'static str,
@@ -33,6 +40,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub applies: Family<ApplyLabels, Counter>,
+    pub violations: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -50,7 +58,9 @@ impl Default for Metrics {
             "Children meshplane considered applying, by child kind and outcome (created, updated, unchanged)",
             applies.clone(),
         );
-        Metrics { registry, reconciliations, errors, duration, applies }
+        let violations = Family::<PolicyLabels, Gauge>::default();
+        registry.register("policy_violations", "DataProducts that violate a GovernancePolicy now", violations.clone());
+        Metrics { registry, reconciliations, errors, duration, applies, violations }
     }
 }
 
@@ -67,6 +77,10 @@ impl Metrics {
 
     pub fn applied(&self, kind: &str, outcome: &'static str) {
         self.applies.get_or_create(&ApplyLabels { kind: kind.to_string(), outcome }).inc();
+    }
+
+    pub fn policy_violations(&self, policy: &str, count: i32) {
+        self.violations.get_or_create(&PolicyLabels { policy: policy.to_string() }).set(count as i64);
     }
 
     /// The Prometheus text exposition of every metric.

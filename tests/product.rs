@@ -420,8 +420,14 @@ async fn bad_input_is_rejected_with_the_field_named() {
     apply(&product(&ns, "loop", &format!("  inputs: [{{name: me, domain: {domain}, product: loop}}]\n")));
     let p = wait_product(&client, &ns, "loop", "Stalled", "True").await;
     assert_eq!(product_condition(&p, "Stalled").reason, "SelfInput");
+    // The built-in policy refuses a product in a namespace of no domain; one
+    // that forges the domain label gets past it, and the controller stalls it.
     let stray = unique("stray");
     kubectl(&["create", "namespace", &stray]);
+    let out = kubectl_stdin(&["create", "-f", "-"], &product(&stray, "lost", "  owner: nobody\n"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("belongs to no DataDomain"), "{stderr}");
+    kubectl(&["label", "namespace", &stray, &format!("meshplane.dev/domain={domain}")]);
     apply(&product(&stray, "lost", "  owner: nobody\n"));
     let p = wait_product(&client, &stray, "lost", "Stalled", "True").await;
     assert_eq!(product_condition(&p, "Stalled").reason, "NotInDomain");

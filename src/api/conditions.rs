@@ -21,6 +21,7 @@ pub const STORAGE_READY: &str = "StorageReady";
 pub const PIPELINES_READY: &str = "PipelinesReady";
 pub const INPUTS_READY: &str = "InputsReady";
 pub const FRESH: &str = "Fresh";
+pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
 
 pub mod reason {
     pub const PROVISIONED: &str = "Provisioned";
@@ -40,6 +41,8 @@ pub mod reason {
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const NOT_FOUND: &str = "NotFound";
     pub const RESOLVED: &str = "Resolved";
+    pub const COMPLIANT: &str = "Compliant";
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
 }
 
 /// A condition as computed by a reconcile pass, before it is merged into the

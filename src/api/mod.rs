@@ -4,10 +4,12 @@
 
 pub mod conditions;
 pub mod domain;
+pub mod policy;
 pub mod product;
 pub mod subject;
 
 pub use conditions::Condition;
 pub use domain::{DataDomain, DataDomainSpec, DataDomainStatus};
+pub use policy::{GovernancePolicy, GovernancePolicySpec, GovernancePolicyStatus};
 pub use product::{DataProduct, DataProductSpec, DataProductStatus};
 pub use subject::{Subject, SubjectKind};

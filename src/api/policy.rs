@@ -23,8 +23,18 @@ use super::Condition;
     doc = "Rules every DataProduct in the selected domains must follow. meshplane compiles them into a ValidatingAdmissionPolicy and its binding, so the API server itself refuses (Enforce), warns about (Warn) or records (Audit) a violating manifest; the same rules, evaluated by meshplane, set each product's PolicyCompliant condition and drive `meshplane lint`.",
     status = "GovernancePolicyStatus",
     printcolumn(name = "Enforcement", type_ = "string", json_path = ".spec.enforcement", description = "Deny, warn or audit violations"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the admission objects are in place"),
-    printcolumn(name = "Violations", type_ = "integer", json_path = ".status.violations", description = "Products that violate the policy now"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the admission objects are in place"
+    ),
+    printcolumn(
+        name = "Violations",
+        type_ = "integer",
+        json_path = ".status.violations",
+        description = "Products that violate the policy now"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time since creation")
 )]
 #[serde(rename_all = "camelCase")]

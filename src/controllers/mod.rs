@@ -7,6 +7,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod policy;
 pub mod product;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount};
@@ -27,7 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::api::{DataDomain, DataProduct};
+use crate::api::{DataDomain, DataProduct, GovernancePolicy};
 use crate::apply::Applier;
 use crate::keys;
 use crate::render::domain::DomainSettings;
@@ -61,6 +63,9 @@ pub struct Caches {
     pub cron_jobs: Store<CronJob>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
+    pub policies: Store<GovernancePolicy>,
+    pub admission_policies: Store<ValidatingAdmissionPolicy>,
+    pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
 }
 
 /// What every reconcile pass shares.
@@ -132,8 +137,11 @@ pub async fn run(
     let owned = || watcher::Config::default().labels(keys::MANAGED_SELECTOR);
     let all = watcher::Config::default;
     // The number is how many controllers consume the kind's events.
-    let mut domains = Shared::<DataDomain>::watch(&client, all(), 2);
-    let mut products = Shared::<DataProduct>::watch(&client, all(), 3);
+    let mut domains = Shared::<DataDomain>::watch(&client, all(), 3);
+    let mut products = Shared::<DataProduct>::watch(&client, all(), 4);
+    let mut policies = Shared::<GovernancePolicy>::watch(&client, all(), 2);
+    let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, owned(), 1);
+    let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, owned(), 1);
     let mut namespaces = Shared::<Namespace>::watch(&client, owned(), 1);
     let mut role_bindings = Shared::<RoleBinding>::watch(&client, owned(), 2);
     let mut roles = Shared::<Role>::watch(&client, owned(), 1);
@@ -162,6 +170,9 @@ pub async fn run(
         cron_jobs: cron_jobs.store.clone(),
         deployments: deployments.store.clone(),
         jobs: jobs.store.clone(),
+        policies: policies.store.clone(),
+        admission_policies: admission_policies.store.clone(),
+        admission_bindings: admission_bindings.store.clone(),
     };
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
@@ -202,6 +213,18 @@ pub async fn run(
             roles: roles.take(),
             role_bindings: role_bindings.take(),
             network_policies: network_policies.take(),
+            policies: policies.take(),
+        },
+        shutdown.clone(),
+    );
+    let policy_controller = policy::controller(
+        ctx.clone(),
+        policy::Watches {
+            policies: policies.take(),
+            admission_policies: admission_policies.take(),
+            admission_bindings: admission_bindings.take(),
+            domains: domains.take(),
+            products: products.take(),
         },
         shutdown.clone(),
     );
@@ -221,6 +244,9 @@ pub async fn run(
         cron_jobs.driver,
         deployments.driver,
         jobs.driver,
+        policies.driver,
+        admission_policies.driver,
+        admission_bindings.driver,
     ])
     .collect::<()>();
 
@@ -241,6 +267,9 @@ pub async fn run(
             c.cron_jobs.wait_until_ready().boxed(),
             c.deployments.wait_until_ready().boxed(),
             c.jobs.wait_until_ready().boxed(),
+            c.policies.wait_until_ready().boxed(),
+            c.admission_policies.wait_until_ready().boxed(),
+            c.admission_bindings.wait_until_ready().boxed(),
         ];
         if futures::future::try_join_all(waits).await.is_ok() {
             tracing::info!("caches synced; ready");
@@ -249,7 +278,7 @@ pub async fn run(
     };
     // The watches run until the controllers have shut down.
     tokio::select! {
-        _ = async { tokio::join!(domain_controller, product_controller, ready) } => {},
+        _ = async { tokio::join!(domain_controller, product_controller, policy_controller, ready) } => {},
         _ = drivers => {},
     }
 }

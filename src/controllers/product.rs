@@ -28,7 +28,7 @@ use super::Context;
 use super::error::{Error, Result};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
-use crate::api::{DataDomain, DataProduct, DataProductStatus};
+use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
 use crate::apply::Outcome;
 use crate::keys;
 use crate::render::domain::namespace_name;
@@ -51,6 +51,7 @@ pub struct Watches {
     pub roles: ReflectHandle<Role>,
     pub role_bindings: ReflectHandle<RoleBinding>,
     pub network_policies: ReflectHandle<NetworkPolicy>,
+    pub policies: ReflectHandle<GovernancePolicy>,
 }
 
 /// The DataProduct controller, ready to be awaited.
@@ -58,6 +59,7 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(500));
     let products = ctx.caches.products.clone();
     let products_for_domains = ctx.caches.products.clone();
+    let products_for_policies = ctx.caches.products.clone();
     let settings = ctx.settings.domain.clone();
     Controller::for_shared_stream(watches.products, ctx.caches.products.clone())
         .with_config(config)
@@ -94,6 +96,10 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
+        })
+        // A policy's arrival, change or removal changes products' compliance.
+        .watches_shared_stream(watches.policies, move |_| {
+            products_for_policies.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -194,7 +200,16 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
     let now = jiff::Timestamp::now();
     let fresh = freshness(&product, &pipelines, now);
 
-    let computed = product_conditions(&valid, &applied, &storage_states, &pipelines, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
+    let mut computed = product_conditions(&valid, &applied, &storage_states, &pipelines, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
+    let compliance = compliance(&product, &domain, &ctx.caches.policies.state(), crate::controllers::policy::today());
+    if !compliance.status {
+        let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        if !current.iter().any(|c| c.type_ == conditions::POLICY_COMPLIANT && c.status == "False" && c.message == compliance.message) {
+            tracing::warn!(product = %product.name_any(), namespace = %valid.namespace, "{}", compliance.message);
+            publish(&product, &ctx, EventType::Warning, reason::POLICY_VIOLATION, "Govern", compliance.message.clone(), None).await;
+        }
+    }
+    computed.insert(computed.len() - 3, compliance);
     let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
     // pass, moments later), so a new product costs one status write.
@@ -499,6 +514,23 @@ fn parse_slo(s: &str) -> Option<Duration> {
         "d" => n * 86400,
         _ => return None,
     }))
+}
+
+/// The `PolicyCompliant` condition: every policy that selects the product's
+/// domain, evaluated by the same rules the API server enforces (pure).
+pub fn compliance(product: &DataProduct, domain: &DataDomain, policies: &[Arc<GovernancePolicy>], today: jiff::civil::Date) -> Computed {
+    let mut applicable = 0;
+    let mut violations = Vec::new();
+    for policy in policies.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && crate::governance::selects(p, domain)) {
+        applicable += 1;
+        violations.extend(crate::governance::evaluate(policy, product, today));
+    }
+    if violations.is_empty() {
+        Computed::new(conditions::POLICY_COMPLIANT, true, reason::COMPLIANT, format!("complies with {applicable} governance policies"))
+    } else {
+        let messages: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
+        Computed::new(conditions::POLICY_COMPLIANT, false, reason::POLICY_VIOLATION, messages.join("; "))
+    }
 }
 
 /// Conditions of a provisioned product (pure).
