@@ -93,6 +93,10 @@ pub fn evaluate(policy: &GovernancePolicy, product: &DataProduct, today: Date) -
         }
     }
     if let Some(c) = &r.classification {
+        // Public + PII breaks both PII rules; the more specific one speaks first.
+        if c.public_forbids_pii && spec.classification == Classification::Public && spec.contains_pii {
+            violation("public-forbids-pii", "spec.containsPII".into(), "a Public product may not contain PII".into());
+        }
         if c.pii_requires_confidential && spec.contains_pii && spec.classification < Classification::Confidential {
             violation(
                 "pii-requires-confidential",
@@ -106,9 +110,6 @@ pub fn evaluate(policy: &GovernancePolicy, product: &DataProduct, today: Date) -
                 "spec.access.consumers".into(),
                 "a Restricted product must list its consumers in spec.access.consumers".into(),
             );
-        }
-        if c.public_forbids_pii && spec.classification == Classification::Public && spec.contains_pii {
-            violation("public-forbids-pii", "spec.containsPII".into(), "a Public product may not contain PII".into());
         }
     }
     if !r.allowed_storage_classes.is_empty() {
@@ -213,6 +214,9 @@ pub fn compile(policy: &GovernancePolicy, today: Date) -> Vec<Check> {
     let pii = "(has(object.spec.containsPII) && object.spec.containsPII)";
     let class = "(has(object.spec.classification) ? object.spec.classification : 'Internal')";
     if let Some(c) = &r.classification {
+        if c.public_forbids_pii {
+            check("public-forbids-pii", format!("!({class} == 'Public' && {pii})"), cel_string("a Public product may not contain PII"));
+        }
         if c.pii_requires_confidential {
             check(
                 "pii-requires-confidential",
@@ -228,9 +232,6 @@ pub fn compile(policy: &GovernancePolicy, today: Date) -> Vec<Check> {
                 ),
                 cel_string("a Restricted product must list its consumers in spec.access.consumers"),
             );
-        }
-        if c.public_forbids_pii {
-            check("public-forbids-pii", format!("!({class} == 'Public' && {pii})"), cel_string("a Public product may not contain PII"));
         }
     }
     if !r.allowed_storage_classes.is_empty() {
