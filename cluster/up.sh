@@ -6,12 +6,12 @@
 # Writes target/cluster/kubeconfig. A second call reports the running cluster.
 #
 # Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
-# volumes, default 100), MESHPLANE_CLUSTER_DIR (state folder).
+# volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NODES=${NODES:-2}
-PV_POOL=${PV_POOL:-100}
+PV_POOL=${PV_POOL:-300}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }

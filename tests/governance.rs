@@ -273,7 +273,7 @@ fn generated_spec(rng: &mut Rng) -> Vec<String> {
         }
         _ => {}
     }
-    if rng.next() % 4 != 0 {
+    if !rng.next().is_multiple_of(4) {
         spec.push("  access: {consumers: [{domain: someone}]}".into());
     }
     let mut storage = Vec::new();
@@ -360,7 +360,7 @@ async fn lint_and_the_api_server_agree_on_a_generated_corpus() {
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let corpus: Vec<(String, String)> = (0..320)
         .map(|i| {
-            let name = if rng.next() % 12 == 0 { format!("x{i}") } else { format!("dp-{i}") };
+            let name = if rng.next().is_multiple_of(12) { format!("x{i}") } else { format!("dp-{i}") };
             (name.clone(), manifest(&ns, &name, &generated_spec(&mut rng)))
         })
         .collect();
