@@ -322,3 +322,124 @@ pub fn selector_matches(selector: Option<&LabelSelector>, labels: &std::collecti
 pub fn selects(policy: &GovernancePolicy, domain: &DataDomain) -> bool {
     selector_matches(policy.spec.domain_selector.as_ref(), domain.metadata.labels.as_ref().unwrap_or(&Default::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &str) -> GovernancePolicy {
+        serde_saphyr::from_str(&format!("metadata: {{name: std}}\nspec:\n  rules: {rules}")).unwrap()
+    }
+
+    fn product(spec: &str) -> DataProduct {
+        serde_saphyr::from_str(&format!("metadata: {{name: p, namespace: n}}\nspec: {spec}")).unwrap()
+    }
+
+    fn today() -> Date {
+        Date::new(2026, 11, 25).unwrap()
+    }
+
+    fn rules_broken(p: &GovernancePolicy, spec: &str) -> Vec<&'static str> {
+        evaluate(p, &product(spec), today()).into_iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn each_rule_at_its_boundary() {
+        let all = policy(
+            "{requireOwner: true, requireDescription: true, requireDocumentation: true, namePattern: '^p$', \
+             classification: {piiRequiresConfidential: true, restrictedRequiresConsumers: true, publicForbidsPII: true}, \
+             allowedStorageClasses: [standard], maxStorageSize: 100Gi, allowedRegistries: [reg.io/], requireResourceLimits: true, \
+             requireFreshnessForStable: true, deprecationNoticeDays: 30}",
+        );
+        let ok = "{owner: o, description: d, documentation: u}";
+        assert!(rules_broken(&all, ok).is_empty());
+        assert_eq!(rules_broken(&all, "{owner: '  ', description: d, documentation: u}"), ["require-owner"]);
+        assert_eq!(rules_broken(&all, "{owner: o, documentation: u}"), ["require-description"]);
+        assert_eq!(rules_broken(&all, "{owner: o, description: d, documentation: u, containsPII: true}"), ["pii-requires-confidential"]);
+        assert!(
+            rules_broken(&all, "{owner: o, description: d, documentation: u, containsPII: true, classification: Confidential}").is_empty()
+        );
+        assert_eq!(
+            rules_broken(&all, "{owner: o, description: d, documentation: u, containsPII: true, classification: Public}"),
+            ["public-forbids-pii", "pii-requires-confidential"]
+        );
+        assert_eq!(
+            rules_broken(&all, "{owner: o, description: d, documentation: u, classification: Restricted}"),
+            ["restricted-requires-consumers"]
+        );
+        let storage = |class: &str, size: &str| {
+            format!("{{owner: o, description: d, documentation: u, storage: [{{name: a, kind: Volume, size: {size}{class}}}]}}")
+        };
+        assert!(rules_broken(&all, &storage(", storageClass: standard", "100Gi")).is_empty(), "the maximum itself is allowed");
+        assert_eq!(rules_broken(&all, &storage(", storageClass: standard", "107374182401")), ["max-storage-size"]);
+        assert_eq!(rules_broken(&all, &storage("", "1Gi")), ["allowed-storage-classes"], "an unset class is not an allowed one");
+        let pipeline = |image: &str, limits: &str| {
+            format!(
+                "{{owner: o, description: d, documentation: u, pipelines: [{{name: x, image: '{image}', schedule: '@daily'{limits}}}]}}"
+            )
+        };
+        let limits = ", resources: {limits: {cpu: '1', memory: 1Gi}}";
+        assert!(rules_broken(&all, &pipeline("reg.io/a", limits)).is_empty());
+        assert_eq!(rules_broken(&all, &pipeline("reg.io", limits)), ["allowed-registries"]);
+        assert_eq!(rules_broken(&all, &pipeline("reg.io/a", ", resources: {limits: {cpu: '1'}}")), ["require-resource-limits"]);
+        assert_eq!(rules_broken(&all, "{owner: o, description: d, documentation: u, lifecycle: Stable}"), ["require-freshness-for-stable"]);
+        let deprecated =
+            |sunset: &str| format!("{{owner: o, description: d, documentation: u, lifecycle: Deprecated, sunset: '{sunset}'}}");
+        assert!(rules_broken(&all, &deprecated("2026-12-25")).is_empty(), "exactly 30 days ahead");
+        assert_eq!(rules_broken(&all, &deprecated("2026-12-24")), ["deprecation-notice"]);
+    }
+
+    #[test]
+    fn the_name_pattern_reads_the_product_name() {
+        let p = policy("{namePattern: '^[a-z]+$'}");
+        let mut named = product("{}");
+        named.metadata.name = Some("has-dash".into());
+        assert_eq!(evaluate(&p, &named, today())[0].rule, "name-pattern");
+        named.metadata.name = Some("plain".into());
+        assert!(evaluate(&p, &named, today()).is_empty());
+    }
+
+    #[test]
+    fn compiled_checks_follow_the_enabled_rules_in_order() {
+        let p = policy("{requireOwner: true, maxStorageSize: 1Ti, deprecationNoticeDays: 7}");
+        let checks = compile(&p, today());
+        let rules: Vec<_> = checks.iter().map(|c| c.rule).collect();
+        assert_eq!(rules, ["require-owner", "max-storage-size", "deprecation-notice"]);
+        assert!(checks[1].expression.contains("quantity(\"1Ti\")"), "{}", checks[1].expression);
+        assert!(checks[2].expression.contains("\"2026-12-02\""), "{}", checks[2].expression);
+        assert!(checks.iter().all(|c| c.message_expression.contains("(policy `std`, rule ")));
+    }
+
+    #[test]
+    fn cel_strings_are_escaped() {
+        assert_eq!(cel_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(cel_string("^[a-z]+\\d$"), r#""^[a-z]+\\d$""#);
+    }
+
+    #[test]
+    fn selectors_match_domain_labels() {
+        use std::collections::BTreeMap;
+        let labels = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
+        let selector: LabelSelector = serde_saphyr::from_str("matchLabels: {tier: prod}").unwrap();
+        assert!(selector_matches(Some(&selector), &labels));
+        let selector: LabelSelector = serde_saphyr::from_str("matchExpressions: [{key: tier, operator: NotIn, values: [prod]}]").unwrap();
+        assert!(!selector_matches(Some(&selector), &labels));
+        assert!(selector_matches(None, &labels));
+    }
+
+    #[test]
+    fn bindings_carry_the_enforcement_and_the_scope() {
+        let mut p = policy("{requireOwner: true}");
+        p.spec.enforcement = crate::api::policy::Enforcement::Warn;
+        let binding = admission::render_binding(&p, Some(&["orders".to_string()]));
+        let spec = binding.spec.unwrap();
+        assert_eq!(spec.validation_actions, Some(vec!["Warn".to_string()]));
+        let expr = &spec.match_resources.unwrap().namespace_selector.unwrap().match_expressions.unwrap()[0];
+        assert_eq!(
+            (expr.key.as_str(), expr.operator.as_str(), expr.values.clone()),
+            ("meshplane.dev/domain", "In", Some(vec!["orders".to_string()]))
+        );
+        let vap = admission::render_policy(&p, today());
+        assert_eq!(vap.spec.unwrap().validations.unwrap().len(), 1);
+    }
+}
