@@ -57,6 +57,8 @@ integration: install ## Integration tests against the local control plane
 	cargo test --test cluster --test domain --test product --test governance -- --test-threads 8 --show-output
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1 --show-output
+	# Last: it kills the shared test operator to prove failover.
+	cargo test --test ha -- --show-output
 
 .PHONY: test
 test: lint unit crds-check integration ## Everything CI runs

@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod crds;
 pub mod governance;
 pub mod keys;
+pub mod leader;
 pub mod lint;
 pub mod render;
 pub mod run;

@@ -48,6 +48,16 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "MESHPLANE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Elect a leader on a Lease in the platform namespace, so that one
+    /// replica of several reconciles. Off: this process always reconciles.
+    #[arg(long, env = "MESHPLANE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "MESHPLANE_LEASE_NAME", default_value = "meshplane")]
+    lease_name: String,
+    /// This replica's identity in the Lease; defaults to POD_NAME, else host name and process id.
+    #[arg(long, env = "MESHPLANE_IDENTITY")]
+    identity: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +162,13 @@ fn main() -> ExitCode {
                 resync: args.resync,
                 concurrency: args.concurrency,
                 metrics_addr: args.metrics_addr,
+                leader_election: args.leader_election,
+                lease_name: args.lease_name,
+                identity: args.identity.or_else(|| std::env::var("POD_NAME").ok()).unwrap_or_else(|| {
+                    let host =
+                        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "meshplane".into());
+                    format!("{host}-{}", std::process::id())
+                }),
             };
             let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
             match runtime.block_on(meshplane::run::run(options)) {

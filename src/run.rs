@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::controllers::{self, Readiness, Settings};
+use crate::leader;
 use crate::render::domain::DomainSettings;
 use crate::server;
 use crate::telemetry::Metrics;
@@ -22,12 +23,21 @@ pub struct RunOptions {
     pub resync: Duration,
     pub concurrency: u16,
     pub metrics_addr: SocketAddr,
+    /// Elect a leader on a Lease (off: this process always reconciles).
+    pub leader_election: bool,
+    pub lease_name: String,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    pub identity: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("connecting to the cluster: {0}")]
     Connect(#[source] kube::Error),
+    #[error("leader election: {0}")]
+    Election(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that only the new leader writes")]
+    LostLeadership,
     #[error("serving metrics and health on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -41,27 +51,69 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let settings = Settings {
-        domain: DomainSettings { namespace_prefix: options.namespace_prefix, platform_namespace: options.platform_namespace },
+        domain: DomainSettings {
+            namespace_prefix: options.namespace_prefix.clone(),
+            platform_namespace: options.platform_namespace.clone(),
+        },
         resync: options.resync,
         concurrency: options.concurrency,
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "meshplane starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let (leadership, election) = if options.leader_election {
+        let election = leader::ElectionSettings {
+            namespace: options.platform_namespace.clone(),
+            lease: options.lease_name.clone(),
+            identity: options.identity.clone(),
+            duration: 10,
+            grace: 3,
+        };
+        tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %election.identity, "joining the leader election");
+        let (leadership, lost, guard) = leader::elect(client.clone(), election).await.map_err(RunError::Election)?;
+        (leadership, Some((lost, guard)))
+    } else {
+        (leader::Leadership::always(), None)
+    };
+    let lost_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (lost, guard) = match election {
+        Some((lost, guard)) => (Some(lost), Some(guard)),
+        None => (None, None),
+    };
+    if let Some(lost) = lost {
+        let stop = stop_tx.clone();
+        let flag = lost_flag.clone();
+        tokio::spawn(async move {
+            if lost.await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = stop.send(true);
+            }
+        });
+    }
+    metrics.watch_leadership(leadership.clone());
+
     let router = server::router(metrics.clone(), readiness.clone());
     let addr = options.metrics_addr;
     let http = server::serve(addr, router, stopped(stop_rx.clone()));
-    let controllers = controllers::run(client, settings, metrics, readiness, stopped(stop_rx).shared());
+    let controllers = controllers::run(client, settings, metrics, readiness, leadership, stopped(stop_rx).shared());
     let (served, ()) = tokio::join!(http, controllers);
+    if lost_flag.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(RunError::LostLeadership);
+    }
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
     served.map_err(|source| RunError::Serve { addr, source })
 }
 

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub applies: Family<ApplyLabels, Counter>,
     pub violations: Family<PolicyLabels, Gauge>,
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,7 +61,9 @@ impl Default for Metrics {
         );
         let violations = Family::<PolicyLabels, Gauge>::default();
         registry.register("policy_violations", "DataProducts that violate a GovernancePolicy now", violations.clone());
-        Metrics { registry, reconciliations, errors, duration, applies, violations }
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica is the leader and reconciles, 0 while it stands by", leader.clone());
+        Metrics { registry, reconciliations, errors, duration, applies, violations, leader }
     }
 }
 
@@ -81,6 +84,19 @@ impl Metrics {
 
     pub fn policy_violations(&self, policy: &str, count: i32) {
         self.violations.get_or_create(&PolicyLabels { policy: policy.to_string() }).set(count as i64);
+    }
+
+    /// Keeps the leader gauge current.
+    pub fn watch_leadership(&self, leadership: crate::leader::Leadership) {
+        use futures::StreamExt;
+        let gauge = self.leader.clone();
+        gauge.set(leadership.is_leader() as i64);
+        tokio::spawn(async move {
+            let mut terms = Box::pin(leadership.acquired());
+            while terms.next().await.is_some() {
+                gauge.set(1);
+            }
+        });
     }
 
     /// The Prometheus text exposition of every metric.

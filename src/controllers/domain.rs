@@ -15,12 +15,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::Context;
 use super::error::{Error, Result};
+use super::{Context, Events};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::{DataDomain, DataDomainStatus, DataProduct};
 use crate::apply::Outcome;
@@ -31,13 +31,13 @@ pub const KIND: &str = "DataDomain";
 
 /// The event streams of what a domain owns or depends on.
 pub struct Watches {
-    pub domains: ReflectHandle<DataDomain>,
-    pub namespaces: ReflectHandle<Namespace>,
-    pub role_bindings: ReflectHandle<RoleBinding>,
-    pub quotas: ReflectHandle<ResourceQuota>,
-    pub limit_ranges: ReflectHandle<LimitRange>,
-    pub network_policies: ReflectHandle<NetworkPolicy>,
-    pub products: ReflectHandle<DataProduct>,
+    pub domains: Events<DataDomain>,
+    pub namespaces: Events<Namespace>,
+    pub role_bindings: Events<RoleBinding>,
+    pub quotas: Events<ResourceQuota>,
+    pub limit_ranges: Events<LimitRange>,
+    pub network_policies: Events<NetworkPolicy>,
+    pub products: Events<DataProduct>,
 }
 
 /// The DataDomain controller, ready to be awaited.
@@ -59,6 +59,8 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
             Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
         })
+        // A new leader reconciles everything once.
+        .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -25,6 +25,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ReflectHandle, Store};
+
+use crate::leader::Leadership;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -76,7 +78,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub caches: Caches,
+    pub leadership: Leadership,
 }
+
+/// The events of one kind that reach one controller: all of them while this
+/// replica leads, none while it stands by (its caches stay current either way).
+pub type Events<K> = BoxStream<'static, Arc<K>>;
 
 /// Readiness of the process: true once every cache has synced.
 #[derive(Clone, Default)]
@@ -121,8 +128,11 @@ where
         Shared { store, subscribers, driver }
     }
 
-    fn take(&mut self) -> ReflectHandle<K> {
-        self.subscribers.pop().expect("one subscriber per controller that watches this kind")
+    fn take(&mut self, leadership: &Leadership) -> Events<K> {
+        let leadership = leadership.clone();
+        let events = self.subscribers.pop().expect("one subscriber per controller that watches this kind");
+        // Always drained, so a standby's caches never stall on a full buffer.
+        events.filter(move |_| futures::future::ready(leadership.is_leader())).boxed()
     }
 }
 
@@ -132,6 +142,7 @@ pub async fn run(
     settings: Settings,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    leadership: Leadership,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let owned = || watcher::Config::default().labels(keys::MANAGED_SELECTOR);
@@ -183,48 +194,50 @@ pub async fn run(
         metrics,
         settings,
         caches: caches.clone(),
+        leadership: leadership.clone(),
     });
+    let l = &leadership;
 
     let domain_controller = domain::controller(
         ctx.clone(),
         domain::Watches {
-            domains: domains.take(),
-            namespaces: namespaces.take(),
-            role_bindings: role_bindings.take(),
-            quotas: quotas.take(),
-            limit_ranges: limit_ranges.take(),
-            network_policies: network_policies.take(),
-            products: products.take(),
+            domains: domains.take(l),
+            namespaces: namespaces.take(l),
+            role_bindings: role_bindings.take(l),
+            quotas: quotas.take(l),
+            limit_ranges: limit_ranges.take(l),
+            network_policies: network_policies.take(l),
+            products: products.take(l),
         },
         shutdown.clone(),
     );
     let product_controller = product::controller(
         ctx.clone(),
         product::Watches {
-            products: products.take(),
-            producers: products.take(),
-            domains: domains.take(),
-            service_accounts: service_accounts.take(),
-            config_maps: config_maps.take(),
-            claims: claims.take(),
-            cron_jobs: cron_jobs.take(),
-            deployments: deployments.take(),
-            jobs: jobs.take(),
-            roles: roles.take(),
-            role_bindings: role_bindings.take(),
-            network_policies: network_policies.take(),
-            policies: policies.take(),
+            products: products.take(l),
+            producers: products.take(l),
+            domains: domains.take(l),
+            service_accounts: service_accounts.take(l),
+            config_maps: config_maps.take(l),
+            claims: claims.take(l),
+            cron_jobs: cron_jobs.take(l),
+            deployments: deployments.take(l),
+            jobs: jobs.take(l),
+            roles: roles.take(l),
+            role_bindings: role_bindings.take(l),
+            network_policies: network_policies.take(l),
+            policies: policies.take(l),
         },
         shutdown.clone(),
     );
     let policy_controller = policy::controller(
         ctx.clone(),
         policy::Watches {
-            policies: policies.take(),
-            admission_policies: admission_policies.take(),
-            admission_bindings: admission_bindings.take(),
-            domains: domains.take(),
-            products: products.take(),
+            policies: policies.take(l),
+            admission_policies: admission_policies.take(l),
+            admission_bindings: admission_bindings.take(l),
+            domains: domains.take(l),
+            products: products.take(l),
         },
         shutdown.clone(),
     );

@@ -12,12 +12,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::Context;
 use super::error::{Error, Result};
+use super::{Context, Events};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::policy::GovernancePolicyStatus;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
@@ -29,11 +29,11 @@ pub const KIND: &str = "GovernancePolicy";
 
 /// The event streams a policy depends on.
 pub struct Watches {
-    pub policies: ReflectHandle<GovernancePolicy>,
-    pub admission_policies: ReflectHandle<ValidatingAdmissionPolicy>,
-    pub admission_bindings: ReflectHandle<ValidatingAdmissionPolicyBinding>,
-    pub domains: ReflectHandle<DataDomain>,
-    pub products: ReflectHandle<DataProduct>,
+    pub policies: Events<GovernancePolicy>,
+    pub admission_policies: Events<ValidatingAdmissionPolicy>,
+    pub admission_bindings: Events<ValidatingAdmissionPolicyBinding>,
+    pub domains: Events<DataDomain>,
+    pub products: Events<DataProduct>,
 }
 
 pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
@@ -51,6 +51,8 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .watches_shared_stream(watches.domains, move |_| every(&all_for_domains))
         // Violation counts follow the products.
         .watches_shared_stream(watches.products, move |_| every(&all_for_products))
+        // A new leader reconciles everything once.
+        .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -20,12 +20,12 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::Context;
 use super::error::{Error, Result};
+use super::{Context, Events};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
@@ -39,19 +39,19 @@ pub const KIND: &str = "DataProduct";
 
 /// The event streams of what a product owns or depends on.
 pub struct Watches {
-    pub products: ReflectHandle<DataProduct>,
-    pub producers: ReflectHandle<DataProduct>,
-    pub domains: ReflectHandle<DataDomain>,
-    pub service_accounts: ReflectHandle<ServiceAccount>,
-    pub config_maps: ReflectHandle<ConfigMap>,
-    pub claims: ReflectHandle<PersistentVolumeClaim>,
-    pub cron_jobs: ReflectHandle<CronJob>,
-    pub deployments: ReflectHandle<Deployment>,
-    pub jobs: ReflectHandle<Job>,
-    pub roles: ReflectHandle<Role>,
-    pub role_bindings: ReflectHandle<RoleBinding>,
-    pub network_policies: ReflectHandle<NetworkPolicy>,
-    pub policies: ReflectHandle<GovernancePolicy>,
+    pub products: Events<DataProduct>,
+    pub producers: Events<DataProduct>,
+    pub domains: Events<DataDomain>,
+    pub service_accounts: Events<ServiceAccount>,
+    pub config_maps: Events<ConfigMap>,
+    pub claims: Events<PersistentVolumeClaim>,
+    pub cron_jobs: Events<CronJob>,
+    pub deployments: Events<Deployment>,
+    pub jobs: Events<Job>,
+    pub roles: Events<Role>,
+    pub role_bindings: Events<RoleBinding>,
+    pub network_policies: Events<NetworkPolicy>,
+    pub policies: Events<GovernancePolicy>,
 }
 
 /// The DataProduct controller, ready to be awaited.
@@ -101,6 +101,8 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .watches_shared_stream(watches.policies, move |_| {
             products_for_policies.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
+        // A new leader reconciles everything once.
+        .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
