@@ -17,8 +17,9 @@ build: ## Build the meshplane binary
 	cargo build
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet -- crds > crds/meshplane.yaml
+	cp crds/meshplane.yaml charts/meshplane/files/crds.yaml
 
 .PHONY: cluster
 cluster: ## Start the local control plane (builds it on first use)
@@ -50,11 +51,13 @@ unit: ## Unit tests (no cluster)
 crds-check: ## Fail when crds/ differs from `meshplane crds`
 	@cargo run --quiet -- crds | diff -u crds/meshplane.yaml - \
 		|| { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
+	@diff -u crds/meshplane.yaml charts/meshplane/files/crds.yaml \
+		|| { echo "the chart's CRDs are stale: run 'make crds' and commit the result"; exit 1; }
 	@echo "crds/ is up to date"
 
 .PHONY: integration
 integration: install ## Integration tests against the local control plane
-	cargo test --test cluster --test domain --test product --test governance -- --test-threads 8 --show-output
+	cargo test --test cluster --test domain --test product --test governance --test deploy -- --test-threads 8 --show-output
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1 --show-output
 	# Last: it kills the shared test operator to prove failover.
