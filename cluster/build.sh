@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (cluster/modules/kubernetes)
 #   etcd                                                              (cluster/modules/etcd)
 #   kwok, helm                                                        (go install at a pinned tag)
+#   kstatus (a client of sigs.k8s.io/cli-utils' status library)       (cluster/modules/kstatus)
 # plus kwok's node and pod stage configs, copied from its own module.
 # A component whose binaries are cached is not rebuilt.
 set -euo pipefail
@@ -128,9 +129,20 @@ build_helm() {
   rm -rf "$HELM_BIN" && mv "$tmp" "$HELM_BIN"
 }
 
+build_kstatus() {
+  have "$KSTATUS_BIN/kstatus" && return 0
+  log "building kstatus (sigs.k8s.io/cli-utils $KSTATUS_VERSION)"
+  local tmp="$KSTATUS_BIN.partial"
+  rm -rf "$tmp" && mkdir -p "$tmp" "$CACHE_ROOT/logs"
+  (cd "$CLUSTER_SRC/modules/kstatus" &&
+    run_go kstatus "$CACHE_ROOT/logs/kstatus-build.log" go build -v -trimpath -ldflags "-s -w" -o "$tmp/kstatus" .)
+  rm -rf "$KSTATUS_BIN" && mv "$tmp" "$KSTATUS_BIN"
+}
+
 start=$SECONDS
 build_kubernetes
 build_etcd
 build_kwok
 build_helm
+build_kstatus
 log "binaries ready in $CACHE_ROOT ($((SECONDS - start))s)"

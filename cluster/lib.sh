@@ -20,6 +20,10 @@ KUBERNETES_BIN="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION/bin"
 ETCD_BIN="$CACHE_ROOT/etcd-$ETCD_VERSION/bin"
 KWOK_BIN="$CACHE_ROOT/kwok-$KWOK_VERSION/bin"
 HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
+# kstatus: a small client of sigs.k8s.io/cli-utils' status library (GitOps health).
+KSTATUS_VERSION=v0.37.2
+# Keyed by its source too: it is ours, and changes without a version bump.
+KSTATUS_BIN="$CACHE_ROOT/kstatus-$KSTATUS_VERSION-$(cat "$(dirname "${BASH_SOURCE[0]}")"/modules/kstatus/{go.mod,go.sum,main.go} | sha256sum | cut -c1-8)/bin"
 KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
 
 STATE="${MESHPLANE_CLUSTER_DIR:-$REPO_ROOT/target/cluster}"
@@ -35,6 +39,7 @@ bin_path() {
     etcd) echo "$ETCD_BIN/etcd" ;;
     kwok) echo "$KWOK_BIN/kwok" ;;
     helm) echo "$HELM_BIN/helm" ;;
+    kstatus) echo "$KSTATUS_BIN/kstatus" ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
   esac
 }

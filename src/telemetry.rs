@@ -16,6 +16,13 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: &'static str,
+    /// The `Ready` condition's status: True, False or Unknown.
+    pub ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: &'static str,
     pub category: &'static str,
@@ -42,6 +49,8 @@ pub struct Metrics {
     pub applies: Family<ApplyLabels, Counter>,
     pub violations: Family<PolicyLabels, Gauge>,
     pub leader: Gauge,
+    pub in_flight: Family<KindLabels, Gauge>,
+    pub objects: Family<ConditionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,7 +72,11 @@ impl Default for Metrics {
         registry.register("policy_violations", "DataProducts that violate a GovernancePolicy now", violations.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the leader and reconciles, 0 while it stands by", leader.clone());
-        Metrics { registry, reconciliations, errors, duration, applies, violations, leader }
+        let in_flight = Family::<KindLabels, Gauge>::default();
+        registry.register("reconciles_in_flight", "Reconcile passes running now, by kind", in_flight.clone());
+        let objects = Family::<ConditionLabels, Gauge>::default();
+        registry.register("objects", "DataDomains, DataProducts and GovernancePolicies, by kind and Ready status", objects.clone());
+        Metrics { registry, reconciliations, errors, duration, applies, violations, leader, in_flight, objects }
     }
 }
 
@@ -71,6 +84,7 @@ impl Metrics {
     /// Counts a pass and returns a guard that records its duration when dropped.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.reconciliations.get_or_create(&KindLabels { kind }).inc();
+        self.in_flight.get_or_create(&KindLabels { kind }).inc();
         ReconcileTimer { metrics: self, kind, start: Instant::now() }
     }
 
@@ -84,6 +98,22 @@ impl Metrics {
 
     pub fn policy_violations(&self, policy: &str, count: i32) {
         self.violations.get_or_create(&PolicyLabels { policy: policy.to_string() }).set(count as i64);
+    }
+
+    /// Sets how many objects of a kind have each `Ready` status.
+    pub fn count_objects<'a>(&self, kind: &'static str, conditions: impl Iterator<Item = Option<&'a [crate::api::Condition]>>) {
+        let mut counts = [0i64; 3];
+        for c in conditions {
+            let status = c.and_then(|c| crate::api::conditions::status_of(c, crate::api::conditions::READY));
+            counts[match status {
+                Some("True") => 0,
+                Some("False") => 1,
+                _ => 2,
+            }] += 1;
+        }
+        for (ready, count) in ["True", "False", "Unknown"].into_iter().zip(counts) {
+            self.objects.get_or_create(&ConditionLabels { kind, ready }).set(count);
+        }
     }
 
     /// Keeps the leader gauge current.
@@ -117,6 +147,7 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.metrics.duration.get_or_create(&KindLabels { kind: self.kind }).observe(self.start.elapsed().as_secs_f64());
+        self.metrics.in_flight.get_or_create(&KindLabels { kind: self.kind }).dec();
     }
 }
 
@@ -134,6 +165,7 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Each line carries the reconcile span: the object's kind, namespace and name.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
     }
 }

@@ -77,7 +77,15 @@ fn error_policy(domain: Arc<DataDomain>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
+/// One pass, in a span naming the object, so every log line of it does.
 async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action> {
+    use tracing::Instrument;
+    let span =
+        tracing::info_span!("reconcile", kind = KIND, namespace = %domain.namespace().unwrap_or_default(), name = %domain.name_any());
+    reconcile_pass(domain, ctx).instrument(span).await
+}
+
+async fn reconcile_pass(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
     if domain.meta().deletion_timestamp.is_some() {
         return finalize(&domain, &ctx).await;

@@ -263,6 +263,22 @@ pub async fn run(
     ])
     .collect::<()>();
 
+    // Objects by Ready status, from the caches, for dashboards and alerts.
+    let counting = {
+        let (c, metrics) = (caches.clone(), ctx.metrics.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let domains = c.domains.state();
+                metrics.count_objects("DataDomain", domains.iter().map(|d| d.status.as_ref().map(|s| s.conditions.as_slice())));
+                let products = c.products.state();
+                metrics.count_objects("DataProduct", products.iter().map(|p| p.status.as_ref().map(|s| s.conditions.as_slice())));
+                let policies = c.policies.state();
+                metrics.count_objects("GovernancePolicy", policies.iter().map(|p| p.status.as_ref().map(|s| s.conditions.as_slice())));
+            }
+        }
+    };
     let ready = async move {
         let c = &caches;
         let waits = [
@@ -293,5 +309,6 @@ pub async fn run(
     tokio::select! {
         _ = async { tokio::join!(domain_controller, product_controller, policy_controller, ready) } => {},
         _ = drivers => {},
+        _ = counting => {},
     }
 }

@@ -85,7 +85,15 @@ pub fn selected_domains(policy: &GovernancePolicy, domains: &[Arc<DataDomain>]) 
     Some(names)
 }
 
+/// One pass, in a span naming the object, so every log line of it does.
 async fn reconcile(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<Action> {
+    use tracing::Instrument;
+    let span =
+        tracing::info_span!("reconcile", kind = KIND, namespace = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
+    reconcile_pass(policy, ctx).instrument(span).await
+}
+
+async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
     if policy.meta().deletion_timestamp.is_some() {
         // The admission objects go by garbage collection.

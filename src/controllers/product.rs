@@ -162,7 +162,15 @@ fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
     domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(domain, &ctx.settings.domain))
 }
 
+/// One pass, in a span naming the object, so every log line of it does.
 async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Action> {
+    use tracing::Instrument;
+    let span =
+        tracing::info_span!("reconcile", kind = KIND, namespace = %product.namespace().unwrap_or_default(), name = %product.name_any());
+    reconcile_pass(product, ctx).instrument(span).await
+}
+
+async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
     if product.meta().deletion_timestamp.is_some() {
         return finalize(&product, &ctx).await;
