@@ -76,6 +76,14 @@ impl Default for Metrics {
         registry.register("reconciles_in_flight", "Reconcile passes running now, by kind", in_flight.clone());
         let objects = Family::<ConditionLabels, Gauge>::default();
         registry.register("objects", "DataDomains, DataProducts and GovernancePolicies, by kind and Ready status", objects.clone());
+        // Series start at zero, so dashboards and alerts see them before the first event.
+        for kind in ["DataDomain", "DataProduct", "GovernancePolicy"] {
+            let _ = reconciliations.get_or_create(&KindLabels { kind });
+            let _ = in_flight.get_or_create(&KindLabels { kind });
+            for category in crate::controllers::error::CATEGORIES {
+                let _ = errors.get_or_create(&ErrorLabels { kind, category });
+            }
+        }
         Metrics { registry, reconciliations, errors, duration, applies, violations, leader, in_flight, objects }
     }
 }

@@ -165,3 +165,47 @@ fn meshplane_rbac_is_least_privilege() {
     assert_eq!(own.trim(), "yes");
     println!("RBAC: {checks} rules checked");
 }
+
+#[tokio::test]
+async fn the_dashboard_and_alerts_use_metrics_the_operator_serves() {
+    let addr = operator();
+    let client = cluster().await;
+    // Something to reconcile and count, once this replica leads.
+    ready_domain(&client, &unique("metrics"), "").await;
+    let policy = unique("metrics");
+    apply(&format!(
+        "apiVersion: meshplane.dev/v1alpha1\nkind: GovernancePolicy\nmetadata: {{name: {policy}}}\nspec:\n  \
+         enforcement: Audit\n  domainSelector: {{matchLabels: {{metrics-test: {policy}}}}}\n  rules: {{requireOwner: true}}\n"
+    ));
+    let body = wait_until("the operator to have applied something", std::time::Duration::from_secs(60), || async {
+        let (code, body) = http_get(&addr, "/metrics")?;
+        let seen = ["meshplane_child_applies_total", "meshplane_objects{", &format!("meshplane_policy_violations{{policy=\"{policy}\"}}")]
+            .iter()
+            .all(|s| body.contains(s));
+        (code == 200 && seen).then_some(body)
+    })
+    .await;
+    let out =
+        helm(&["template", "meshplane", "charts/meshplane", "--set", "prometheusRule.enabled=true", "--set", "dashboards.enabled=true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("charts/meshplane/dashboards/meshplane.json")).unwrap()).unwrap();
+    let names: std::collections::BTreeSet<String> = regex::Regex::new(r"meshplane_[a-z_]+")
+        .unwrap()
+        .find_iter(&format!("{rendered}{dashboard}"))
+        .map(|m| m.as_str().to_string())
+        .filter(|n| !n.ends_with('_') && n != "meshplane_dashboard")
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in &names {
+        let base = name.trim_end_matches("_bucket");
+        assert!(body.contains(&format!("# TYPE {}", base.trim_end_matches("_total"))), "{name} is not served:\n{body}");
+    }
+    // Every metric line parses as Prometheus text, and no label carries an object's name.
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        assert!(!series.contains("name=") && !series.contains("namespace="), "{line}");
+    }
+}

@@ -23,6 +23,10 @@ pub enum Error {
     },
 }
 
+/// Every value [`Error::category`] returns: metric series start at zero
+/// for each, so an alert's `rate()` sees the first error.
+pub const CATEGORIES: [&str; 6] = ["forbidden", "conflict", "invalid", "api", "transport", "serialize"];
+
 impl Error {
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
