@@ -42,6 +42,7 @@ dev: install build ## Run meshplane against the local cluster with examples/ app
 lint: ## cargo fmt --check and clippy
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --features otel -- -D warnings
 
 .PHONY: unit
 unit: ## Unit tests (no cluster)

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub in_flight: Family<KindLabels, Gauge>,
     pub objects: Family<ConditionLabels, Gauge>,
+    pub backlog: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,12 @@ impl Default for Metrics {
         registry.register("reconciles_in_flight", "Reconcile passes running now, by kind", in_flight.clone());
         let objects = Family::<ConditionLabels, Gauge>::default();
         registry.register("objects", "DataDomains, DataProducts and GovernancePolicies, by kind and Ready status", objects.clone());
+        let backlog = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "backlog",
+            "Objects whose latest spec meshplane has not reconciled yet (observedGeneration behind generation): the work queue seen from outside",
+            backlog.clone(),
+        );
         // Series start at zero, so dashboards and alerts see them before the first event.
         for kind in ["DataDomain", "DataProduct", "GovernancePolicy"] {
             let _ = reconciliations.get_or_create(&KindLabels { kind });
@@ -84,7 +91,7 @@ impl Default for Metrics {
                 let _ = errors.get_or_create(&ErrorLabels { kind, category });
             }
         }
-        Metrics { registry, reconciliations, errors, duration, applies, violations, leader, in_flight, objects }
+        Metrics { registry, reconciliations, errors, duration, applies, violations, leader, in_flight, objects, backlog }
     }
 }
 
@@ -108,10 +115,14 @@ impl Metrics {
         self.violations.get_or_create(&PolicyLabels { policy: policy.to_string() }).set(count as i64);
     }
 
-    /// Sets how many objects of a kind have each `Ready` status.
-    pub fn count_objects<'a>(&self, kind: &'static str, conditions: impl Iterator<Item = Option<&'a [crate::api::Condition]>>) {
+    /// Sets how many objects of a kind have each `Ready` status, and how
+    /// many wait for their latest spec to be reconciled. Each item: the
+    /// conditions, and whether observedGeneration lags generation.
+    pub fn count_objects<'a>(&self, kind: &'static str, objects: impl Iterator<Item = (Option<&'a [crate::api::Condition]>, bool)>) {
         let mut counts = [0i64; 3];
-        for c in conditions {
+        let mut behind = 0;
+        for (c, lagging) in objects {
+            behind += lagging as i64;
             let status = c.and_then(|c| crate::api::conditions::status_of(c, crate::api::conditions::READY));
             counts[match status {
                 Some("True") => 0,
@@ -122,6 +133,7 @@ impl Metrics {
         for (ready, count) in ["True", "False", "Unknown"].into_iter().zip(counts) {
             self.objects.get_or_create(&ConditionLabels { kind, ready }).set(count);
         }
+        self.backlog.get_or_create(&KindLabels { kind }).set(behind);
     }
 
     /// Keeps the leader gauge current.
@@ -167,13 +179,48 @@ pub enum LogFormat {
 }
 
 /// Installs the global log subscriber; `RUST_LOG` overrides the default level.
+/// Built with the `otel` feature and given `OTEL_EXPORTER_OTLP_ENDPOINT`, it
+/// also exports the reconcile spans as OpenTelemetry traces.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
+    let output = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
         // Each line carries the reconcile span: the object's kind, namespace and name.
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+        }
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(output);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel::layer());
+    registry.init();
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider;
+    use tracing_subscriber::Layer;
+
+    /// The OTLP exporter layer, when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    pub fn layer<S>() -> Option<impl Layer<S>>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                eprintln!("OpenTelemetry exporter: {error}; traces are off");
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name("meshplane").build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let tracer = provider.tracer("meshplane");
+        opentelemetry::global::set_tracer_provider(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
     }
 }

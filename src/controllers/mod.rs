@@ -271,11 +271,30 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 let domains = c.domains.state();
-                metrics.count_objects("DataDomain", domains.iter().map(|d| d.status.as_ref().map(|s| s.conditions.as_slice())));
+                let lag = |generation: Option<i64>, observed: Option<i64>| generation.is_some() && observed != generation;
+                metrics.count_objects(
+                    "DataDomain",
+                    domains.iter().map(|d| {
+                        let s = d.status.as_ref();
+                        (s.map(|s| s.conditions.as_slice()), lag(d.metadata.generation, s.and_then(|s| s.observed_generation)))
+                    }),
+                );
                 let products = c.products.state();
-                metrics.count_objects("DataProduct", products.iter().map(|p| p.status.as_ref().map(|s| s.conditions.as_slice())));
+                metrics.count_objects(
+                    "DataProduct",
+                    products.iter().map(|p| {
+                        let s = p.status.as_ref();
+                        (s.map(|s| s.conditions.as_slice()), lag(p.metadata.generation, s.and_then(|s| s.observed_generation)))
+                    }),
+                );
                 let policies = c.policies.state();
-                metrics.count_objects("GovernancePolicy", policies.iter().map(|p| p.status.as_ref().map(|s| s.conditions.as_slice())));
+                metrics.count_objects(
+                    "GovernancePolicy",
+                    policies.iter().map(|p| {
+                        let s = p.status.as_ref();
+                        (s.map(|s| s.conditions.as_slice()), lag(p.metadata.generation, s.and_then(|s| s.observed_generation)))
+                    }),
+                );
             }
         }
     };
