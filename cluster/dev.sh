@@ -14,10 +14,13 @@ operator_kubeconfig=$("$CLUSTER_SRC/operator-kubeconfig.sh")
     log "examples/ applied. In another shell:"
     log "  export KUBECONFIG=$KUBECONFIG_FILE PATH=$KUBERNETES_BIN:\$PATH"
     log "  kubectl get dd; kubectl get dp -A; kubectl describe dp order-events -n dm-orders"
+    log "  curl -s 'localhost:8081/api/v1/products?q=order'   # the catalog"
   else
     log "the example domains did not become Ready; see: kubectl describe dd"
   fi
 ) &
 
 log "meshplane runs in the foreground as its own ServiceAccount; Ctrl-C stops it"
-KUBECONFIG=$operator_kubeconfig exec "$REPO_ROOT/target/debug/meshplane" run --metrics-addr 127.0.0.1:8080 "$@"
+# The catalog without authentication, for the developer at this machine only.
+KUBECONFIG=$operator_kubeconfig exec "$REPO_ROOT/target/debug/meshplane" run \
+  --metrics-addr 127.0.0.1:8080 --catalog-addr 127.0.0.1:8081 --catalog-auth=false "$@"

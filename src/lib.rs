@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod catalog;
 pub mod controllers;
 pub mod crds;
 pub mod governance;

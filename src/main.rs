@@ -58,6 +58,13 @@ struct RunArgs {
     /// This replica's identity in the Lease; defaults to POD_NAME, else host name and process id.
     #[arg(long, env = "MESHPLANE_IDENTITY")]
     identity: Option<String>,
+    /// Address of the catalog API (/api/v1).
+    #[arg(long, env = "MESHPLANE_CATALOG_ADDR", default_value = "0.0.0.0:8081")]
+    catalog_addr: SocketAddr,
+    /// Check catalog callers' bearer tokens with the cluster (TokenReview,
+    /// SubjectAccessReview). Turn off only for local development.
+    #[arg(long, env = "MESHPLANE_CATALOG_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    catalog_auth: bool,
 }
 
 #[derive(clap::Args)]
@@ -163,6 +170,8 @@ fn main() -> ExitCode {
                 concurrency: args.concurrency,
                 metrics_addr: args.metrics_addr,
                 leader_election: args.leader_election,
+                catalog_addr: args.catalog_addr,
+                catalog_auth: args.catalog_auth,
                 lease_name: args.lease_name,
                 identity: args.identity.or_else(|| std::env::var("POD_NAME").ok()).unwrap_or_else(|| {
                     let host =

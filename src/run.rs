@@ -28,6 +28,10 @@ pub struct RunOptions {
     pub lease_name: String,
     /// This replica's name in the Lease (the pod name in a cluster).
     pub identity: String,
+    /// Address of the catalog API.
+    pub catalog_addr: SocketAddr,
+    /// Check callers' tokens (off only for local development).
+    pub catalog_auth: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +110,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let router = server::router(metrics.clone(), readiness.clone());
     let addr = options.metrics_addr;
     let http = server::serve(addr, router, stopped(stop_rx.clone()));
-    let controllers = controllers::run(client, settings, metrics, readiness, leadership, stopped(stop_rx).shared());
-    let (served, ()) = tokio::join!(http, controllers);
+    let (caches_tx, caches_rx) = watch::channel(None);
+    if !options.catalog_auth {
+        tracing::warn!("catalog authentication is off: anyone who reaches the catalog sees every product");
+    }
+    let catalog = crate::catalog::http::router(crate::catalog::http::CatalogState::new(client.clone(), caches_rx, options.catalog_auth));
+    let catalog_addr = options.catalog_addr;
+    let catalog = server::serve(catalog_addr, catalog, stopped(stop_rx.clone()));
+    let controllers = controllers::run(client, settings, metrics, readiness, leadership, caches_tx, stopped(stop_rx).shared());
+    let (served, catalog_served, ()) = tokio::join!(http, catalog, controllers);
+    if let Err(source) = catalog_served {
+        return Err(RunError::Serve { addr: catalog_addr, source });
+    }
     if lost_flag.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(RunError::LostLeadership);
     }

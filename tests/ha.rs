@@ -32,7 +32,7 @@ fn spawn_replica(identity: &str) -> Replica {
     let addr = format!("127.0.0.1:{port}");
     let log = std::fs::File::create(cluster_dir().join(format!("logs/{identity}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-        .args(["run", "--resync", "2s", "--metrics-addr", &addr, "--identity", identity])
+        .args(["run", "--resync", "2s", "--metrics-addr", &addr, "--catalog-addr", "127.0.0.1:0", "--identity", identity])
         .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -143,6 +143,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     readiness: Readiness,
     leadership: Leadership,
+    catalog: tokio::sync::watch::Sender<Option<crate::catalog::http::CatalogCaches>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let owned = || watcher::Config::default().labels(keys::MANAGED_SELECTOR);
@@ -185,6 +186,8 @@ pub async fn run(
         admission_policies: admission_policies.store.clone(),
         admission_bindings: admission_bindings.store.clone(),
     };
+    // The catalog reads the same caches (on every replica, leader or not).
+    let _ = catalog.send(Some(crate::catalog::http::CatalogCaches { domains: caches.domains.clone(), products: caches.products.clone() }));
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
     let ctx = Arc::new(Context {

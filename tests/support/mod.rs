@@ -180,6 +180,9 @@ pub fn operator() -> String {
     let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
+    let catalog_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let catalog_addr = format!("127.0.0.1:{catalog_port}");
+    std::fs::write(dir.join("meshplane.catalog"), &catalog_addr).unwrap();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::create_dir_all(dir.join("pids")).unwrap();
     let log = OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane.log")).unwrap();
@@ -187,7 +190,7 @@ pub fn operator() -> String {
     // and serves the next test binaries; cluster/down.sh stops it by PID.
     #[allow(clippy::zombie_processes)]
     let child = Command::new(&binary)
-        .args(["run", "--resync", "2s", "--metrics-addr", &addr])
+        .args(["run", "--resync", "2s", "--metrics-addr", &addr, "--catalog-addr", &catalog_addr])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info,meshplane=debug,kube=warn")
         .stdin(Stdio::null())
@@ -215,12 +218,24 @@ fn wait_gone(pid: &str) {
     }
 }
 
+/// The catalog address of the tests' operator.
+pub fn catalog() -> String {
+    operator();
+    std::fs::read_to_string(cluster_dir().join("meshplane.catalog")).expect("the operator's catalog address")
+}
+
 /// A minimal HTTP/1.0 GET on loopback: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_with(addr, path, None)
+}
+
+/// A GET with an optional bearer token.
+pub fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -1,0 +1,220 @@
+//! The catalog's HTTP API (`/api/v1`), served by every replica from its
+//! caches. Callers present a bearer token, which the cluster checks
+//! (TokenReview); a Restricted product is visible only to those who may `get`
+//! it (SubjectAccessReview). Authentication can be turned off for local
+//! development.
+
+// Handlers return a ready Response as their error: it is what axum sends.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{Query, detail, domain_summary, lineage, summary};
+use crate::api::product::Classification;
+use crate::api::{DataDomain, DataProduct};
+
+/// The caches the catalog reads, once the controllers have built them.
+#[derive(Clone)]
+pub struct CatalogCaches {
+    pub domains: Store<DataDomain>,
+    pub products: Store<DataProduct>,
+}
+
+#[derive(Clone)]
+pub struct CatalogState {
+    client: Client,
+    caches: watch::Receiver<Option<CatalogCaches>>,
+    authenticate: bool,
+    /// Recent answers of the cluster, so a page of results costs no review storm.
+    reviews: Arc<Mutex<HashMap<String, (Instant, bool)>>>,
+}
+
+const REVIEW_TTL: Duration = Duration::from_secs(10);
+
+impl CatalogState {
+    pub fn new(client: Client, caches: watch::Receiver<Option<CatalogCaches>>, authenticate: bool) -> Self {
+        CatalogState { client, caches, authenticate, reviews: Arc::default() }
+    }
+}
+
+pub fn router(state: CatalogState) -> Router {
+    Router::new()
+        .route("/api/v1/domains", get(domains))
+        .route("/api/v1/products", get(products))
+        .route("/api/v1/products/{namespace}/{name}", get(product))
+        .route("/api/v1/lineage", get(lineage_graph))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Who is asking: `None` when authentication is off.
+struct Caller(Option<UserInfo>);
+
+async fn authenticate(state: &CatalogState, headers: &HeaderMap) -> Result<Caller, Response> {
+    if !state.authenticate {
+        return Ok(Caller(None));
+    }
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer <token>)"))?;
+    let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None }, ..Default::default() };
+    let reviewed = Api::<TokenReview>::all(state.client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| error(StatusCode::BAD_GATEWAY, format!("the cluster could not review the token: {e}")))?;
+    let status = reviewed.status.unwrap_or_default();
+    match (status.authenticated, status.user) {
+        (Some(true), Some(user)) => Ok(Caller(Some(user))),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "the token is not valid for this cluster")),
+    }
+}
+
+/// Whether the caller may see the product: anyone authenticated may see
+/// products below Restricted; a Restricted one only those who may `get` it.
+async fn visible(state: &CatalogState, caller: &Caller, product: &DataProduct) -> bool {
+    let Some(user) = &caller.0 else { return true };
+    if product.spec.classification != Classification::Restricted {
+        return true;
+    }
+    let namespace = product.namespace().unwrap_or_default();
+    let name = product.name_any();
+    let username = user.username.clone().unwrap_or_default();
+    let key = format!("{username}\u{0}{namespace}\u{0}{name}");
+    if let Some((at, allowed)) = state.reviews.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        && at.elapsed() < REVIEW_TTL
+    {
+        return *allowed;
+    }
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(crate::keys::GROUP.into()),
+                resource: Some("dataproducts".into()),
+                verb: Some("get".into()),
+                namespace: Some(namespace),
+                name: Some(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let allowed = match Api::<SubjectAccessReview>::all(state.client.clone()).create(&PostParams::default(), &review).await {
+        Ok(r) => r.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(error = %e, "subject access review failed; hiding the product");
+            false
+        }
+    };
+    state.reviews.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), allowed));
+    allowed
+}
+
+fn caches(state: &CatalogState) -> Result<CatalogCaches, Response> {
+    state.caches.borrow().clone().ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "the catalog is starting"))
+}
+
+async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authenticate(&state, &headers).await {
+        return r;
+    }
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let products = c.products.state();
+    let mut list: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &products)).collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(json!({"items": list})).into_response()
+}
+
+async fn products(State(state): State<CatalogState>, headers: HeaderMap, UrlQuery(params): UrlQuery<BTreeMap<String, String>>) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let query = match Query::parse(&params) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if let Some(unknown) = params.keys().find(|k| !["q", "domain", "tag", "classification", "owner", "lifecycle"].contains(&k.as_str())) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter `{unknown}`; known: q, domain, tag, classification, owner, lifecycle"),
+        );
+    }
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut items = Vec::new();
+    for p in c.products.state() {
+        let domain = p.status.as_ref().and_then(|s| s.domain.clone());
+        if query.matches(&p, domain.as_deref()) && visible(&state, &caller, &p).await {
+            items.push(summary(&p));
+        }
+    }
+    items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Json(json!({"items": items})).into_response()
+}
+
+async fn product(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let found = c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
+    match found {
+        // A hidden product is reported exactly like a missing one.
+        Some(p) if visible(&state, &caller, &p).await => Json(detail(&p)).into_response(),
+        _ => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
+    }
+}
+
+async fn lineage_graph(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let all = c.products.state();
+    let mut shown = Vec::new();
+    for p in &all {
+        if visible(&state, &caller, p).await {
+            shown.push(p.as_ref());
+        }
+    }
+    Json(lineage(&shown)).into_response()
+}
