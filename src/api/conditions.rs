@@ -86,6 +86,12 @@ pub fn merge(current: &[Condition], computed: &[Computed], generation: Option<i6
         .collect()
 }
 
+/// Now, to the second: Kubernetes stores times to the second, so a finer
+/// time would make every comparison with a stored status differ.
+pub fn now() -> Time {
+    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
+}
+
 /// The status (`True`/`False`/`Unknown`) of a condition type, if present.
 pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
     conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())

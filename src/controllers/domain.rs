@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -200,7 +200,7 @@ async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBund
         let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
         for name in pruned {
             let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);
-            publish(domain, ctx, EventType::Normal, "Deleted", "Prune", note, None).await;
+            ctx.publish(domain, EventType::Normal, "Deleted", "Prune", note, None).await;
         }
         done += 1;
         Ok::<(), Error>(())
@@ -229,26 +229,11 @@ async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Contex
     let place = child.meta().namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
     let note = format!("{reason} {kind} {name}{place}");
     tracing::info!(domain = %domain.name_any(), "{note}");
-    publish(domain, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
+    ctx.publish(domain, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
 fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
     render::namespace_name(domain, &ctx.settings.domain)
-}
-
-async fn publish(
-    domain: &DataDomain,
-    ctx: &Context,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-    secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
-) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
-    if let Err(error) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
-        tracing::warn!(domain = %domain.name_any(), %error, "could not publish event");
-    }
 }
 
 /// A Warning Event, emitted when the condition it explains first appears.
@@ -258,7 +243,7 @@ async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &s
         current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
     if !already {
         tracing::warn!(domain = %domain.name_any(), reason, "{message}");
-        publish(domain, ctx, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
+        ctx.publish(domain, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
     }
 }
 
@@ -355,7 +340,7 @@ pub fn next_status(domain: &DataDomain, provisioned: Option<(String, i32)>, comp
 
 /// Patches the status only when it differs from what the domain carries.
 async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i32)>, computed: Vec<Computed>) -> Result<()> {
-    let status = next_status(domain, provisioned, &computed, &now());
+    let status = next_status(domain, provisioned, &computed, &conditions::now());
     if domain.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -369,11 +354,6 @@ async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(S
         .await
         .map_err(Error::kube(format!("patching status of DataDomain {}", domain.name_any())))?;
     Ok(())
-}
-
-fn now() -> Time {
-    // Kubernetes stores times to the second; so do we, or every comparison differs.
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
 }
 
 async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
@@ -434,7 +414,7 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 );
                 let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
                 if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
-                    publish(domain, ctx, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
+                    ctx.publish(domain, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
                 }
                 let computed = vec![
                     Computed::new(conditions::READY, false, reason::DATA_PRODUCTS_REMAIN, &message),
@@ -452,7 +432,7 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
         match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {
             Ok(_) => {
                 let note = format!("Deleted namespace {namespace} ({:?} deletion policy)", domain.spec.deletion_policy);
-                publish(domain, ctx, EventType::Normal, "Deleted", "Delete", note, None).await
+                ctx.publish(domain, EventType::Normal, "Deleted", "Delete", note, None).await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),

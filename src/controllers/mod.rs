@@ -85,6 +85,26 @@ pub struct Context {
 /// replica leads, none while it stands by (its caches stay current either way).
 pub type Events<K> = BoxStream<'static, Arc<K>>;
 
+impl Context {
+    /// Publishes an Event about `object` (the audit trail), naming a related
+    /// object when there is one. A failure to publish is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
+        let event =
+            kube::runtime::events::Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: related };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish event");
+        }
+    }
+}
+
 /// Readiness of the process: true once every cache has synced.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -152,11 +151,7 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
             admission::admission_name(&name),
             policy.spec.enforcement
         );
-        let event =
-            Event { type_: EventType::Normal, reason: "Compiled".into(), note: Some(note), action: "Compile".into(), secondary: None };
-        if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            tracing::warn!(policy = %name, %error, "could not publish event");
-        }
+        ctx.publish(policy.as_ref(), EventType::Normal, "Compiled", "Compile", note, None).await;
     }
     let current = policy.status.clone().unwrap_or_default();
     let status = GovernancePolicyStatus {
@@ -166,7 +161,7 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
             format!("ValidatingAdmissionPolicyBinding/{}", admission::admission_name(&name)),
         ],
         violations: Some(violations),
-        conditions: conditions::merge(&current.conditions, &computed, policy.metadata.generation, &now()),
+        conditions: conditions::merge(&current.conditions, &computed, policy.metadata.generation, &conditions::now()),
     };
     if policy.status.as_ref() != Some(&status) {
         let patch = json!({"apiVersion": GovernancePolicy::api_version(&()), "kind": KIND, "status": status});
@@ -181,8 +176,4 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
     let until_midnight =
         tomorrow.and_then(|t| Duration::try_from(t.timestamp().duration_since(jiff::Timestamp::now())).ok()).unwrap_or(ctx.settings.resync);
     Ok(Action::requeue(ctx.settings.resync.min(until_midnight + Duration::from_secs(1))))
-}
-
-fn now() -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
 }

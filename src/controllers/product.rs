@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -216,7 +216,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         if !current.iter().any(|c| c.type_ == conditions::POLICY_COMPLIANT && c.status == "False" && c.message == compliance.message) {
             tracing::warn!(product = %product.name_any(), namespace = %valid.namespace, "{}", compliance.message);
-            publish(&product, &ctx, EventType::Warning, reason::POLICY_VIOLATION, "Govern", compliance.message.clone(), None).await;
+            ctx.publish(product.as_ref(), EventType::Warning, reason::POLICY_VIOLATION, "Govern", compliance.message.clone(), None).await;
         }
     }
     computed.insert(computed.len() - 3, compliance);
@@ -287,7 +287,7 @@ async fn apply(
             if outcome == Outcome::Created {
                 let consumer = rb.annotations().get(keys::ANNOTATION_CONSUMER).cloned().unwrap_or_default();
                 let note = format!("Granted {consumer} read access to DataProduct {} (RoleBinding {})", valid.name, rb.name_any());
-                publish(product, ctx, EventType::Normal, "Granted", "Grant", note, Some(rb.object_ref(&()))).await;
+                ctx.publish(product, EventType::Normal, "Granted", "Grant", note, Some(rb.object_ref(&()))).await;
             }
             note(product, ctx, rb, outcome, &mut applied.created).await;
         }
@@ -299,11 +299,11 @@ async fn apply(
         let keep: Vec<String> = bundle.role_bindings.iter().map(|r| r.name_any()).collect();
         for name in a.prune(&c.role_bindings, |rb| owned_by(rb, valid.uid), &keep).await? {
             let note = format!("Revoked read access to DataProduct {} (deleted RoleBinding {name})", valid.name);
-            publish(product, ctx, EventType::Normal, "Revoked", "Revoke", note, None).await;
+            ctx.publish(product, EventType::Normal, "Revoked", "Revoke", note, None).await;
         }
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
         for name in a.prune(&c.network_policies, |np| owned_by(np, valid.uid), &keep).await? {
-            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
+            ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
         }
         applied.access_ok = true;
         let _ = consumers;
@@ -316,11 +316,11 @@ async fn apply(
         }
         let keep: Vec<String> = bundle.cron_jobs.iter().map(|j| j.name_any()).collect();
         for name in a.prune(&c.cron_jobs, |cj| owned_by(cj, valid.uid), &keep).await? {
-            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted CronJob {name} (pipeline removed)"), None).await;
+            ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted CronJob {name} (pipeline removed)"), None).await;
         }
         let keep: Vec<String> = bundle.deployments.iter().map(|d| d.name_any()).collect();
         for name in a.prune(&c.deployments, |d| owned_by(d, valid.uid), &keep).await? {
-            publish(product, ctx, EventType::Normal, "Deleted", "Prune", format!("Deleted Deployment {name} (pipeline removed)"), None)
+            ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted Deployment {name} (pipeline removed)"), None)
                 .await;
         }
         applied.pipelines_ok = true;
@@ -713,7 +713,7 @@ fn next_status(
 }
 
 async fn write_status(product: &DataProduct, ctx: &Context, observed: Observed<'_>, computed: Vec<Computed>) -> Result<()> {
-    let status = next_status(product, Some(observed), None, &computed, &now());
+    let status = next_status(product, Some(observed), None, &computed, &conditions::now());
     patch_status(product, ctx, status).await
 }
 
@@ -729,24 +729,20 @@ async fn patch_status(product: &DataProduct, ctx: &Context, status: DataProductS
     Ok(())
 }
 
-fn now() -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
-}
-
 async fn stall(product: &DataProduct, ctx: &Context, domain: Option<String>, problem: &ProductSpecError) -> Result<Action> {
     let message = problem.to_string();
     let why = problem.reason();
     let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == message) {
         tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), reason = why, "{message}");
-        publish(product, ctx, EventType::Warning, why, "Reconcile", message.clone(), None).await;
+        ctx.publish(product, EventType::Warning, why, "Reconcile", message.clone(), None).await;
     }
     let computed = vec![
         Computed::new(conditions::READY, false, why, &message),
         Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""),
         Computed::new(conditions::STALLED, true, why, &message),
     ];
-    let status = next_status(product, None, domain, &computed, &now());
+    let status = next_status(product, None, domain, &computed, &conditions::now());
     patch_status(product, ctx, status).await?;
     // A domain appearing or changing triggers a pass through the domain watch.
     Ok(Action::requeue(ctx.settings.resync))
@@ -762,7 +758,7 @@ async fn note<K: Resource<DynamicType = ()>>(product: &DataProduct, ctx: &Contex
     let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
     let note = format!("{reason} {kind} {}", child.meta().name.as_deref().unwrap_or_default());
     tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
-    publish(product, ctx, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
+    ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
 }
 
 async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: &DynamicObject, outcome: Outcome, created: &mut bool) {
@@ -781,22 +777,7 @@ async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: 
         namespace: object.metadata.namespace.clone(),
         ..Default::default()
     };
-    publish(product, ctx, EventType::Normal, reason, "Provision", note, Some(reference)).await;
-}
-
-async fn publish(
-    product: &DataProduct,
-    ctx: &Context,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-    secondary: Option<k8s_openapi::api::core::v1::ObjectReference>,
-) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary };
-    if let Err(error) = ctx.recorder.publish(&event, &product.object_ref(&())).await {
-        tracing::warn!(product = %product.name_any(), %error, "could not publish event");
-    }
+    ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(reference)).await;
 }
 
 async fn ensure_finalizer(product: &DataProduct, ctx: &Context) -> Result<()> {
@@ -852,7 +833,7 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
                         }
                         let note = format!("Deleted {} {name} and its data (deletionPolicy: Delete)", resource.kind);
                         tracing::info!(product = %product.name_any(), %namespace, "{note}");
-                        publish(product, ctx, EventType::Normal, "StorageDeleted", "Delete", note, None).await;
+                        ctx.publish(product, EventType::Normal, "StorageDeleted", "Delete", note, None).await;
                     }
                     DeletionPolicy::Retain => {
                         let owners: Vec<_> = object.owner_references().iter().filter(|r| r.uid != uid).cloned().collect();
@@ -870,7 +851,7 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
                             keys::LABEL_ORPHANED
                         );
                         tracing::info!(product = %product.name_any(), %namespace, "{note}");
-                        publish(product, ctx, EventType::Normal, "StorageRetained", "Delete", note, None).await;
+                        ctx.publish(product, EventType::Normal, "StorageRetained", "Delete", note, None).await;
                     }
                 }
             }
