@@ -122,3 +122,40 @@ async fn tokens_decide_who_sees_a_restricted_product() {
     assert_eq!(code, 400);
     assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
 }
+
+#[tokio::test]
+async fn web_pages_work_without_javascript() {
+    let addr = catalog();
+    let client = cluster().await;
+    let domain = unique("web");
+    let ns = ready_domain(&client, &domain, "  displayName: Web Shop\n").await;
+    let t = token(&ns, "reader");
+    apply(&product(
+        &ns,
+        "clicks",
+        "  owner: web-team\n  tags: [web]\n  description: Every <click>\n  outputPorts: [{name: events, format: Parquet, schema: [{name: page_url, type: string}]}]\n",
+    ));
+    apply(&product(&ns, "sessions", "  owner: web-team\n  inputs: [{name: clicks, product: clicks}]\n"));
+    wait_product(&client, &ns, "sessions", "InputsReady", "True").await;
+
+    let html = wait_until("the search page to list the product", Duration::from_secs(5), || async {
+        let (code, body) = http_get_with(&addr, &format!("/?domain={domain}&tag=web"), Some(&t))?;
+        (code == 200 && body.contains(&format!("/products/{ns}/clicks"))).then_some(body)
+    })
+    .await;
+    assert!(html.contains("Every &lt;click&gt;"), "text is escaped");
+    assert!(!html.contains("<script"), "no JavaScript");
+    assert!(!html.contains("/sessions\""), "the filter applies: {html}");
+    let (code, page) = http_get_with(&addr, &format!("/products/{ns}/clicks"), Some(&t)).unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("page_url") && page.contains("spec.access.consumers"), "{page}");
+    let (code, page) = http_get_with(&addr, &format!("/domains/{domain}"), Some(&t)).unwrap();
+    assert!(code == 200 && page.contains("Web Shop") && page.contains("sessions"), "{page}");
+    let (code, svg) = http_get_with(&addr, "/lineage", Some(&t)).unwrap();
+    assert!(code == 200 && svg.contains("<svg") && svg.contains(">clicks<") && svg.contains(">sessions<"));
+    // A browser without a token is sent to the login form.
+    let (code, _) = http_get_with(&addr, "/", None).unwrap();
+    assert_eq!(code, 303);
+    let (code, form) = http_get_with(&addr, "/login", None).unwrap();
+    assert!(code == 200 && form.contains("<form method=\"post\""));
+}

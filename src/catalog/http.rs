@@ -59,11 +59,32 @@ pub fn router(state: CatalogState) -> Router {
         .route("/api/v1/products", get(products))
         .route("/api/v1/products/{namespace}/{name}", get(product))
         .route("/api/v1/lineage", get(lineage_graph))
+        .route("/", get(search_page))
+        .route("/products/{namespace}/{name}", get(product_page))
+        .route("/domains/{name}", get(domain_page))
+        .route("/lineage", get(lineage_page))
+        .route("/login", get(login_form).post(login))
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+const COOKIE: &str = "meshplane_token";
+
+/// The caller's token: the Authorization header (API clients) or the cookie
+/// the login page sets (browsers).
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+        return Some(t.trim().to_string());
+    }
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string))
 }
 
 /// Who is asking: `None` when authentication is off.
@@ -73,11 +94,8 @@ async fn authenticate(state: &CatalogState, headers: &HeaderMap) -> Result<Calle
     if !state.authenticate {
         return Ok(Caller(None));
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer <token>)"))?;
+    let token =
+        token_of(headers).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer <token>)"))?;
     let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None }, ..Default::default() };
     let reviewed = Api::<TokenReview>::all(state.client.clone())
         .create(&PostParams::default(), &review)
@@ -217,4 +235,129 @@ async fn lineage_graph(State(state): State<CatalogState>, headers: HeaderMap) ->
         }
     }
     Json(lineage(&shown)).into_response()
+}
+
+/// For pages: an unauthenticated browser goes to the login page.
+async fn page_caller(state: &CatalogState, headers: &HeaderMap) -> Result<Caller, Response> {
+    authenticate(state, headers)
+        .await
+        .map_err(|r| if r.status() == StatusCode::UNAUTHORIZED { axum::response::Redirect::to("/login").into_response() } else { r })
+}
+
+async fn visible_products(state: &CatalogState, caller: &Caller, c: &CatalogCaches) -> Vec<std::sync::Arc<DataProduct>> {
+    let mut shown = Vec::new();
+    for p in c.products.state() {
+        if visible(state, caller, &p).await {
+            shown.push(p);
+        }
+    }
+    shown
+}
+
+async fn search_page(
+    State(state): State<CatalogState>,
+    headers: HeaderMap,
+    UrlQuery(params): UrlQuery<BTreeMap<String, String>>,
+) -> Response {
+    let caller = match page_caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let query = match Query::parse(&params) {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, axum::response::Html(super::web::escape(&e.to_string()))).into_response(),
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let all = c.products.state();
+    let mut results: Vec<_> = visible_products(&state, &caller, &c)
+        .await
+        .iter()
+        .filter(|p| query.matches(p, p.status.as_ref().and_then(|s| s.domain.as_deref())))
+        .map(|p| summary(p))
+        .collect();
+    results.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut domains: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &all)).collect();
+    domains.sort_by(|a, b| a.name.cmp(&b.name));
+    axum::response::Html(super::web::search(&params, &results, &domains)).into_response()
+}
+
+async fn product_page(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let caller = match page_caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)) {
+        Some(p) if visible(&state, &caller, &p).await => axum::response::Html(super::web::product(&detail(&p))).into_response(),
+        _ => (StatusCode::NOT_FOUND, axum::response::Html("no such product that you may see".to_string())).into_response(),
+    }
+}
+
+async fn domain_page(State(state): State<CatalogState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let caller = match page_caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(d) = c.domains.get(&kube::runtime::reflector::ObjectRef::new(&name)) else {
+        return (StatusCode::NOT_FOUND, axum::response::Html("no such domain".to_string())).into_response();
+    };
+    let shown = visible_products(&state, &caller, &c).await;
+    let summary_of_domain = domain_summary(&d, &shown);
+    let products: Vec<_> = shown.iter().filter(|p| p.metadata.namespace == summary_of_domain.namespace).map(|p| summary(p)).collect();
+    axum::response::Html(super::web::domain(&summary_of_domain, &products)).into_response()
+}
+
+async fn lineage_page(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
+    let caller = match page_caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let shown = visible_products(&state, &caller, &c).await;
+    let refs: Vec<&DataProduct> = shown.iter().map(|p| p.as_ref()).collect();
+    axum::response::Html(super::web::lineage(&lineage(&refs))).into_response()
+}
+
+async fn login_form() -> Response {
+    axum::response::Html(
+        "<!doctype html><html><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\"><h1>meshplane catalog</h1>\
+         <p>Paste a token the cluster accepts, for example from <code>kubectl create token &lt;serviceaccount&gt;</code>.</p>\
+         <form method=\"post\" action=\"/login\"><input type=\"password\" name=\"token\" size=\"60\"><button>Sign in</button></form></body></html>"
+            .to_string(),
+    )
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(State(state): State<CatalogState>, axum::Form(form): axum::Form<Login>) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = format!("Bearer {}", form.token.trim()).parse() {
+        headers.insert("authorization", v);
+    }
+    if authenticate(&state, &headers).await.is_err() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html("the cluster does not accept this token; <a href=\"/login\">try again</a>".to_string()),
+        )
+            .into_response();
+    }
+    let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", form.token.trim());
+    ([(axum::http::header::SET_COOKIE, cookie)], axum::response::Redirect::to("/")).into_response()
 }

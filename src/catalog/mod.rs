@@ -4,6 +4,7 @@
 //! second database. This module is pure: queries over slices of objects.
 
 pub mod http;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
