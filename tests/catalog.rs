@@ -118,6 +118,13 @@ async fn tokens_decide_who_sees_a_restricted_product() {
     let (code, body) = get(&addr, "/api/v1/products?classification=Secret", Some(&allowed));
     assert_eq!(code, 400);
     assert!(body["error"].as_str().unwrap().contains("classification"), "{body}");
+    // The API describes itself, and its paths are the ones served.
+    let (code, doc) = get(&addr, "/api/v1/openapi.json", None);
+    assert_eq!(code, 200);
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let concrete = path.replace("{namespace}", &ns).replace("{name}", "payroll");
+        assert_ne!(get(&addr, &concrete, Some(&allowed)).0, 404, "{path} is documented but not served");
+    }
     let (code, body) = get(&addr, "/api/v1/products?colour=blue", Some(&allowed));
     assert_eq!(code, 400);
     assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");

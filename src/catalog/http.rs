@@ -59,6 +59,7 @@ pub fn router(state: CatalogState) -> Router {
         .route("/api/v1/products", get(products))
         .route("/api/v1/products/{namespace}/{name}", get(product))
         .route("/api/v1/lineage", get(lineage_graph))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(search_page))
         .route("/products/{namespace}/{name}", get(product_page))
         .route("/domains/{name}", get(domain_page))
@@ -360,4 +361,9 @@ async fn login(State(state): State<CatalogState>, axum::Form(form): axum::Form<L
     }
     let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", form.token.trim());
     ([(axum::http::header::SET_COOKIE, cookie)], axum::response::Redirect::to("/")).into_response()
+}
+
+/// The OpenAPI document of the API (no token needed: it describes, it shows nothing).
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
 }
