@@ -68,6 +68,36 @@ async fn search_follows_the_cluster_within_two_seconds() {
     assert_eq!(code, 200);
     assert_eq!(detail["outputPorts"][0]["schema"][0]["name"], "customer_email");
     assert!(detail["access"].as_str().unwrap().contains("spec.access.consumers"));
+    // The Open Data Product Standard export carries the standard's required
+    // fields and only its top-level properties.
+    let (code, odps) = get(&addr, &format!("/api/v1/products/{ns}/orders/odps"), Some(&t));
+    assert_eq!(code, 200, "{odps}");
+    for required in ["apiVersion", "kind", "id", "status"] {
+        assert!(odps.get(required).is_some_and(|v| v.is_string()), "ODPS requires {required}: {odps}");
+    }
+    assert_eq!((odps["apiVersion"].as_str(), odps["kind"].as_str()), (Some("v1.0.0"), Some("DataProduct")));
+    let allowed = [
+        "apiVersion",
+        "kind",
+        "id",
+        "name",
+        "version",
+        "status",
+        "domain",
+        "tenant",
+        "authoritativeDefinitions",
+        "description",
+        "customProperties",
+        "tags",
+        "inputPorts",
+        "outputPorts",
+        "managementPorts",
+        "support",
+        "team",
+        "productCreatedTs",
+    ];
+    assert!(odps.as_object().unwrap().keys().all(|k| allowed.contains(&k.as_str())), "{odps}");
+    assert!(odps["customProperties"].as_array().unwrap().iter().all(|p| p["property"].is_string() && p.get("value").is_some()));
     let (_, domains) = get(&addr, "/api/v1/domains", Some(&t));
     assert!(domains["items"].as_array().unwrap().iter().any(|d| d["name"] == domain.as_str() && d["dataProducts"] == 3));
 

@@ -58,6 +58,7 @@ pub fn router(state: CatalogState) -> Router {
         .route("/api/v1/domains", get(domains))
         .route("/api/v1/products", get(products))
         .route("/api/v1/products/{namespace}/{name}", get(product))
+        .route("/api/v1/products/{namespace}/{name}/odps", get(product_odps))
         .route("/api/v1/lineage", get(lineage_graph))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(search_page))
@@ -366,4 +367,20 @@ async fn login(State(state): State<CatalogState>, axum::Form(form): axum::Form<L
 /// The OpenAPI document of the API (no token needed: it describes, it shows nothing).
 async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}
+
+/// One product as an Open Data Product Standard document.
+async fn product_odps(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let caller = match authenticate(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let c = match caches(&state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)) {
+        Some(p) if visible(&state, &caller, &p).await => Json(super::odps::export(&p)).into_response(),
+        _ => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
+    }
 }

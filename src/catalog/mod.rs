@@ -4,6 +4,7 @@
 //! second database. This module is pure: queries over slices of objects.
 
 pub mod http;
+pub mod odps;
 pub mod web;
 
 use std::collections::BTreeMap;
