@@ -138,7 +138,7 @@ pub fn lint(files: &[(String, String)], namespace_prefix: &str) -> Vec<Finding> 
             continue;
         }
         let mut problems = Vec::new();
-        check_schema(schema, &doc.value, "", &mut problems);
+        check_schema(schema, &doc.value, "", true, &mut problems);
         let clean = problems.is_empty();
         for (field, message) in problems {
             let line = line_of(doc, field.trim_start_matches('.'));
@@ -206,9 +206,19 @@ fn finding(doc: &Document, line: usize, rule: &str, message: String) -> Finding 
     Finding { file: doc.file.clone(), line: doc.first_line + line, rule: rule.into(), message, severity: "error" }
 }
 
+/// Checks a JSON document against a structural schema (the OpenAPI v3
+/// subset CRDs use): `(field path, problem)` for each problem found.
+pub fn schema_problems(schema: &Value, value: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    check_schema(schema, value, "", false, &mut out);
+    out
+}
+
 /// Checks a value against a structural OpenAPI v3 schema, collecting
-/// `(field path, problem)`.
-fn check_schema(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String, String)>) {
+/// `(field path, problem)`. `k8s_object` skips a Kubernetes object's
+/// apiVersion, kind, metadata and status at the root (the CRD schema does
+/// not describe them).
+fn check_schema(schema: &Value, value: &Value, path: &str, k8s_object: bool, out: &mut Vec<(String, String)>) {
     let here = if path.is_empty() { "(root)".to_string() } else { path.trim_start_matches('.').to_string() };
     if value.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !path.is_empty() {
@@ -253,12 +263,12 @@ fn check_schema(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String
             let additional = schema.get("additionalProperties");
             for (key, v) in object {
                 let child = format!("{path}.{key}");
-                if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                if k8s_object && path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
                     continue;
                 }
                 match (properties.and_then(|p| p.get(key)), additional) {
-                    (Some(s), _) => check_schema(s, v, &child, out),
-                    (None, Some(a)) if a.is_object() => check_schema(a, v, &child, out),
+                    (Some(s), _) => check_schema(s, v, &child, k8s_object, out),
+                    (None, Some(a)) if a.is_object() => check_schema(a, v, &child, k8s_object, out),
                     _ if properties.is_some() => {
                         out.push((child.trim_start_matches('.').to_string(), "unknown field; the API server would drop it".into()))
                     }
@@ -288,7 +298,7 @@ fn check_schema(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    check_schema(item_schema, item, &format!("{path}[{i}]"), out);
+                    check_schema(item_schema, item, &format!("{path}[{i}]"), k8s_object, out);
                 }
             }
         }

@@ -68,10 +68,19 @@ async fn search_follows_the_cluster_within_two_seconds() {
     assert_eq!(code, 200);
     assert_eq!(detail["outputPorts"][0]["schema"][0]["name"], "customer_email");
     assert!(detail["access"].as_str().unwrap().contains("spec.access.consumers"));
-    // The Open Data Product Standard export carries the standard's required
-    // fields and only its top-level properties.
+    // The Open Data Product Standard export validates against the ODPS
+    // v1.0.0 constraints (tests/fixtures/odps-v1.0.0.schema.json).
     let (code, odps) = get(&addr, &format!("/api/v1/products/{ns}/orders/odps"), Some(&t));
     assert_eq!(code, 200, "{odps}");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("tests/fixtures/odps-v1.0.0.schema.json")).unwrap()).unwrap();
+    let problems = meshplane::lint::schema_problems(&schema, &odps);
+    assert!(problems.is_empty(), "the ODPS export breaks the standard: {problems:?}\n{odps}");
+    // The check can fail: a document without its required id does.
+    let mut broken = odps.clone();
+    broken.as_object_mut().unwrap().remove("id");
+    broken["colour"] = Value::String("blue".into());
+    assert_eq!(meshplane::lint::schema_problems(&schema, &broken).len(), 2);
     for required in ["apiVersion", "kind", "id", "status"] {
         assert!(odps.get(required).is_some_and(|v| v.is_string()), "ODPS requires {required}: {odps}");
     }
