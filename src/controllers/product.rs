@@ -193,7 +193,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let consumers = render::resolve_consumers(&valid, &find_domain, &namespace_of);
     let bundle = render::render(&valid, &inputs, &consumers);
 
-    let applied = apply(&product, &valid, &bundle, &consumers, &ctx).await;
+    let applied = apply(&product, &valid, &bundle, &ctx).await;
     let storage_states = observe_storage(&valid, &bundle, &applied, &ctx).await;
     let jobs: Vec<Arc<Job>> = ctx
         .caches
@@ -250,13 +250,7 @@ struct Applied {
     result: Result<()>,
 }
 
-async fn apply(
-    product: &DataProduct,
-    valid: &ValidProduct<'_>,
-    bundle: &ProductBundle,
-    consumers: &[ResolvedConsumer],
-    ctx: &Context,
-) -> Applied {
+async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &ProductBundle, ctx: &Context) -> Applied {
     let mut applied =
         Applied { storage_ok: false, missing_backends: Vec::new(), access_ok: false, pipelines_ok: false, created: false, result: Ok(()) };
     let c = &ctx.caches;
@@ -306,7 +300,6 @@ async fn apply(
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
         }
         applied.access_ok = true;
-        let _ = consumers;
 
         for cj in &bundle.cron_jobs {
             note(product, ctx, cj, a.apply(&c.cron_jobs, cj).await?, &mut applied.created).await;
@@ -606,13 +599,12 @@ fn product_conditions(
         Computed::new(conditions::ACCESS_READY, true, reason::PROVISIONED, message)
     };
 
+    let blocked: Vec<String> =
+        inputs.iter().filter(|i| i.state != InputState::Granted).map(|i| format!("{}: {}", i.name, i.message)).collect();
     let inputs_condition = match inputs.iter().find(|i| i.state != InputState::Granted) {
-        Some(first) => {
-            let bad: Vec<String> =
-                inputs.iter().filter(|i| i.state != InputState::Granted).map(|i| format!("{}: {}", i.name, i.message)).collect();
+        Some(_) => {
             let why = if inputs.iter().any(|i| i.state == InputState::AccessDenied) { reason::ACCESS_DENIED } else { reason::NOT_FOUND };
-            let _ = first;
-            Computed::new(conditions::INPUTS_READY, false, why, bad.join("; "))
+            Computed::new(conditions::INPUTS_READY, false, why, blocked.join("; "))
         }
         None if inputs.is_empty() => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, "the product declares no inputs"),
         None => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, format!("all {} inputs are granted", inputs.len())),
