@@ -601,9 +601,14 @@ fn product_conditions(
 
     let blocked: Vec<String> =
         inputs.iter().filter(|i| i.state != InputState::Granted).map(|i| format!("{}: {}", i.name, i.message)).collect();
-    let inputs_condition = match inputs.iter().find(|i| i.state != InputState::Granted) {
-        Some(_) => {
-            let why = if inputs.iter().any(|i| i.state == InputState::AccessDenied) { reason::ACCESS_DENIED } else { reason::NOT_FOUND };
+    let inputs_condition = if !blocked.is_empty() {
+        let why = if inputs.iter().any(|i| i.state == InputState::AccessDenied) { reason::ACCESS_DENIED } else { reason::NOT_FOUND };
+        Computed::new(conditions::INPUTS_READY, false, why, blocked.join("; "))
+    } else if inputs.is_empty() {
+        Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, "the product declares no inputs")
+    } else {
+        Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, format!("all {} inputs are granted", inputs.len()))
+    };
             Computed::new(conditions::INPUTS_READY, false, why, blocked.join("; "))
         }
         None if inputs.is_empty() => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, "the product declares no inputs"),
