@@ -609,11 +609,6 @@ fn product_conditions(
     } else {
         Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, format!("all {} inputs are granted", inputs.len()))
     };
-            Computed::new(conditions::INPUTS_READY, false, why, blocked.join("; "))
-        }
-        None if inputs.is_empty() => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, "the product declares no inputs"),
-        None => Computed::new(conditions::INPUTS_READY, true, reason::RESOLVED, format!("all {} inputs are granted", inputs.len())),
-    };
 
     let parts = [storage_condition, pipelines_condition, access_condition, inputs_condition];
     let ready = parts.iter().all(|c| c.status);
