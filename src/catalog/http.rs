@@ -159,12 +159,57 @@ fn caches(state: &CatalogState) -> Result<CatalogCaches, Response> {
     state.caches.borrow().clone().ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "the catalog is starting"))
 }
 
-async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&state, &headers).await {
-        return r;
+/// What every request starts with: who asks, and the caches to answer from.
+/// A page sends an unauthenticated browser to the login form; the API
+/// answers 401.
+async fn open(state: &CatalogState, headers: &HeaderMap, page: bool) -> Result<(Caller, CatalogCaches), Response> {
+    let caller = authenticate(state, headers).await.map_err(|r| {
+        if page && r.status() == StatusCode::UNAUTHORIZED { axum::response::Redirect::to("/login").into_response() } else { r }
+    })?;
+    Ok((caller, caches(state)?))
+}
+
+/// One product, if it exists and the caller may see it (a hidden product is
+/// reported exactly like a missing one).
+async fn visible_product(
+    state: &CatalogState,
+    caller: &Caller,
+    c: &CatalogCaches,
+    namespace: &str,
+    name: &str,
+) -> Option<Arc<DataProduct>> {
+    let p = c.products.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))?;
+    visible(state, caller, &p).await.then_some(p)
+}
+
+/// Every product the caller may see.
+async fn visible_products(state: &CatalogState, caller: &Caller, c: &CatalogCaches) -> Vec<Arc<DataProduct>> {
+    let mut shown = Vec::new();
+    for p in c.products.state() {
+        if visible(state, caller, &p).await {
+            shown.push(p);
+        }
     }
-    let c = match caches(&state) {
-        Ok(c) => c,
+    shown
+}
+
+/// The products matching a query that the caller may see, sorted. The query
+/// filters first, so access is reviewed only for the matches.
+async fn search(state: &CatalogState, caller: &Caller, c: &CatalogCaches, query: &Query) -> Vec<super::ProductSummary> {
+    let mut items = Vec::new();
+    for p in c.products.state() {
+        let domain = p.status.as_ref().and_then(|s| s.domain.clone());
+        if query.matches(&p, domain.as_deref()) && visible(state, caller, &p).await {
+            items.push(summary(&p));
+        }
+    }
+    items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    items
+}
+
+async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
+    let (_, c) = match open(&state, &headers, false).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
     let products = c.products.state();
@@ -174,8 +219,8 @@ async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Respo
 }
 
 async fn products(State(state): State<CatalogState>, headers: HeaderMap, UrlQuery(params): UrlQuery<BTreeMap<String, String>>) -> Response {
-    let caller = match authenticate(&state, &headers).await {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, false).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
     let query = match Query::parse(&params) {
@@ -188,72 +233,40 @@ async fn products(State(state): State<CatalogState>, headers: HeaderMap, UrlQuer
             format!("unknown query parameter `{unknown}`; known: q, domain, tag, classification, owner, lifecycle"),
         );
     }
-    let c = match caches(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let mut items = Vec::new();
-    for p in c.products.state() {
-        let domain = p.status.as_ref().and_then(|s| s.domain.clone());
-        if query.matches(&p, domain.as_deref()) && visible(&state, &caller, &p).await {
-            items.push(summary(&p));
-        }
-    }
-    items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Json(json!({"items": items})).into_response()
+    Json(json!({"items": search(&state, &caller, &c, &query).await})).into_response()
 }
 
 async fn product(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let caller = match authenticate(&state, &headers).await {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, false).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    let c = match caches(&state) {
-        Ok(c) => c,
+    match visible_product(&state, &caller, &c, &namespace, &name).await {
+        Some(p) => Json(detail(&p)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
+    }
+}
+
+/// One product as an Open Data Product Standard document.
+async fn product_odps(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let (caller, c) = match open(&state, &headers, false).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    let found = c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace));
-    match found {
-        // A hidden product is reported exactly like a missing one.
-        Some(p) if visible(&state, &caller, &p).await => Json(detail(&p)).into_response(),
-        _ => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
+    match visible_product(&state, &caller, &c, &namespace, &name).await {
+        Some(p) => Json(super::odps::export(&p)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
     }
 }
 
 async fn lineage_graph(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&state, &headers).await {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, false).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    let c = match caches(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let all = c.products.state();
-    let mut shown = Vec::new();
-    for p in &all {
-        if visible(&state, &caller, p).await {
-            shown.push(p.as_ref());
-        }
-    }
-    Json(lineage(&shown)).into_response()
-}
-
-/// For pages: an unauthenticated browser goes to the login page.
-async fn page_caller(state: &CatalogState, headers: &HeaderMap) -> Result<Caller, Response> {
-    authenticate(state, headers)
-        .await
-        .map_err(|r| if r.status() == StatusCode::UNAUTHORIZED { axum::response::Redirect::to("/login").into_response() } else { r })
-}
-
-async fn visible_products(state: &CatalogState, caller: &Caller, c: &CatalogCaches) -> Vec<std::sync::Arc<DataProduct>> {
-    let mut shown = Vec::new();
-    for p in c.products.state() {
-        if visible(state, caller, &p).await {
-            shown.push(p);
-        }
-    }
-    shown
+    let shown = visible_products(&state, &caller, &c).await;
+    let refs: Vec<&DataProduct> = shown.iter().map(|p| p.as_ref()).collect();
+    Json(lineage(&refs)).into_response()
 }
 
 async fn search_page(
@@ -261,53 +274,35 @@ async fn search_page(
     headers: HeaderMap,
     UrlQuery(params): UrlQuery<BTreeMap<String, String>>,
 ) -> Response {
-    let caller = match page_caller(&state, &headers).await {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, true).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
     let query = match Query::parse(&params) {
         Ok(q) => q,
         Err(e) => return (StatusCode::BAD_REQUEST, axum::response::Html(super::web::escape(&e.to_string()))).into_response(),
     };
-    let c = match caches(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let results = search(&state, &caller, &c, &query).await;
     let all = c.products.state();
-    let mut results: Vec<_> = visible_products(&state, &caller, &c)
-        .await
-        .iter()
-        .filter(|p| query.matches(p, p.status.as_ref().and_then(|s| s.domain.as_deref())))
-        .map(|p| summary(p))
-        .collect();
-    results.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut domains: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &all)).collect();
     domains.sort_by(|a, b| a.name.cmp(&b.name));
     axum::response::Html(super::web::search(&params, &results, &domains)).into_response()
 }
 
 async fn product_page(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let caller = match page_caller(&state, &headers).await {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, true).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    let c = match caches(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)) {
-        Some(p) if visible(&state, &caller, &p).await => axum::response::Html(super::web::product(&detail(&p))).into_response(),
-        _ => (StatusCode::NOT_FOUND, axum::response::Html("no such product that you may see".to_string())).into_response(),
+    match visible_product(&state, &caller, &c, &namespace, &name).await {
+        Some(p) => axum::response::Html(super::web::product(&detail(&p))).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::response::Html("no such product that you may see".to_string())).into_response(),
     }
 }
 
 async fn domain_page(State(state): State<CatalogState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    let caller = match page_caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let c = match caches(&state) {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, true).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
     let Some(d) = c.domains.get(&kube::runtime::reflector::ObjectRef::new(&name)) else {
@@ -320,12 +315,8 @@ async fn domain_page(State(state): State<CatalogState>, headers: HeaderMap, Path
 }
 
 async fn lineage_page(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
-    let caller = match page_caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let c = match caches(&state) {
-        Ok(c) => c,
+    let (caller, c) = match open(&state, &headers, true).await {
+        Ok(o) => o,
         Err(r) => return r,
     };
     let shown = visible_products(&state, &caller, &c).await;
@@ -367,20 +358,4 @@ async fn login(State(state): State<CatalogState>, axum::Form(form): axum::Form<L
 /// The OpenAPI document of the API (no token needed: it describes, it shows nothing).
 async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
-}
-
-/// One product as an Open Data Product Standard document.
-async fn product_odps(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let caller = match authenticate(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let c = match caches(&state) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match c.products.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)) {
-        Some(p) if visible(&state, &caller, &p).await => Json(super::odps::export(&p)).into_response(),
-        _ => error(StatusCode::NOT_FOUND, format!("no DataProduct {namespace}/{name} that you may see")),
-    }
 }
