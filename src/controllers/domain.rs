@@ -90,7 +90,7 @@ async fn reconcile_pass(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Ac
     if domain.meta().deletion_timestamp.is_some() {
         return finalize(&domain, &ctx).await;
     }
-    ensure_finalizer(&domain, &ctx).await?;
+    ctx.add_finalizer(domain.as_ref(), keys::FINALIZER_DOMAIN).await?;
 
     let valid = match render::validate(&domain, &ctx.settings.domain) {
         Ok(valid) => valid,
@@ -356,26 +356,6 @@ async fn write_status(domain: &DataDomain, ctx: &Context, provisioned: Option<(S
     Ok(())
 }
 
-async fn ensure_finalizer(domain: &DataDomain, ctx: &Context) -> Result<()> {
-    if domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
-        return Ok(());
-    }
-    let mut finalizers = domain.finalizers().to_vec();
-    finalizers.push(keys::FINALIZER_DOMAIN.to_string());
-    patch_finalizers(domain, ctx, finalizers).await
-}
-
-/// Replaces the finalizer list, guarded by the resourceVersion it was read
-/// at, so a concurrent change is retried instead of overwritten.
-async fn patch_finalizers(domain: &DataDomain, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": domain.resource_version()}});
-    Api::<DataDomain>::all(ctx.client.clone())
-        .patch(&domain.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(format!("updating finalizers of DataDomain {}", domain.name_any())))?;
-    Ok(())
-}
-
 /// Runs the deletion policy. `Block` waits while products remain; the
 /// namespace is deleted only when meshplane owns it. Never blocks on anything
 /// but the user's own products: a missing namespace or CRD is no obstacle.
@@ -438,7 +418,6 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(Error::kube(format!("deleting namespace {namespace}"))(e)),
         }
     }
-    let remaining: Vec<String> = domain.finalizers().iter().filter(|f| *f != keys::FINALIZER_DOMAIN).cloned().collect();
-    patch_finalizers(domain, ctx, remaining).await?;
+    ctx.remove_finalizer(domain, keys::FINALIZER_DOMAIN).await?;
     Ok(Action::await_change())
 }

@@ -86,6 +86,48 @@ pub struct Context {
 pub type Events<K> = BoxStream<'static, Arc<K>>;
 
 impl Context {
+    /// Adds `finalizer` to the object unless it has it.
+    pub async fn add_finalizer<K>(&self, object: &K, finalizer: &str) -> error::Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if object.meta().finalizers.iter().flatten().any(|f| f == finalizer) {
+            return Ok(());
+        }
+        let mut finalizers = object.meta().finalizers.clone().unwrap_or_default();
+        finalizers.push(finalizer.to_string());
+        self.set_finalizers(object, finalizers).await
+    }
+
+    /// Removes `finalizer` from the object, letting its deletion finish.
+    pub async fn remove_finalizer<K>(&self, object: &K, finalizer: &str) -> error::Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let remaining = object.meta().finalizers.iter().flatten().filter(|f| *f != finalizer).cloned().collect();
+        self.set_finalizers(object, remaining).await
+    }
+
+    /// Replaces the finalizer list, guarded by the resourceVersion it was read
+    /// at, so a concurrent change is retried instead of overwritten.
+    async fn set_finalizers<K>(&self, object: &K, finalizers: Vec<String>) -> error::Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let meta = object.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
+        let resource = kube::core::ApiResource::erase::<K>(&());
+        let api: Api<kube::api::DynamicObject> = match &meta.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .map_err(error::Error::kube(format!("updating finalizers of {} {name}", K::kind(&()))))?;
+        Ok(())
+    }
+
     /// Publishes an Event about `object` (the audit trail), naming a related
     /// object when there is one. A failure to publish is logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(

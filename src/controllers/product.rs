@@ -175,7 +175,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     if product.meta().deletion_timestamp.is_some() {
         return finalize(&product, &ctx).await;
     }
-    ensure_finalizer(&product, &ctx).await?;
+    ctx.add_finalizer(product.as_ref(), keys::FINALIZER_PRODUCT).await?;
 
     let namespace = product.namespace().unwrap_or_default();
     let Some(domain) = owning_domain(&product, &ctx) else {
@@ -772,24 +772,6 @@ async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: 
     ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(reference)).await;
 }
 
-async fn ensure_finalizer(product: &DataProduct, ctx: &Context) -> Result<()> {
-    if product.finalizers().iter().any(|f| f == keys::FINALIZER_PRODUCT) {
-        return Ok(());
-    }
-    let mut finalizers = product.finalizers().to_vec();
-    finalizers.push(keys::FINALIZER_PRODUCT.to_string());
-    patch_finalizers(product, ctx, finalizers).await
-}
-
-async fn patch_finalizers(product: &DataProduct, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": product.resource_version()}});
-    api(ctx, &product.namespace().unwrap_or_default())
-        .patch(&product.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(format!("updating finalizers of DataProduct {}", product.name_any())))?;
-    Ok(())
-}
-
 /// Applies each storage's deletion policy to the storage this product owns
 /// (and only that: objects are matched by the product's uid), then lets the
 /// product go. Storage no longer in the spec is retained: data is deleted
@@ -849,8 +831,7 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    let remaining: Vec<String> = product.finalizers().iter().filter(|f| *f != keys::FINALIZER_PRODUCT).cloned().collect();
-    patch_finalizers(product, ctx, remaining).await?;
+    ctx.remove_finalizer(product, keys::FINALIZER_PRODUCT).await?;
     Ok(Action::await_change())
 }
 
