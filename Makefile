@@ -58,11 +58,16 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 
 .PHONY: integration
 integration: install ## Integration tests against the local control plane
-	cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog -- --test-threads 8 --show-output
+	cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1 --show-output
 	# Last: it kills the shared test operator to prove failover.
 	cargo test --test ha -- --show-output
+
+.PHONY: bench
+bench: ## Benchmarks (see BENCHMARKS.md): catalog search, then scale on fresh clusters
+	cargo bench --bench search
+	cluster/bench.sh
 
 .PHONY: test
 test: lint unit crds-check integration ## Everything CI runs

@@ -64,6 +64,16 @@ async fn search_follows_the_cluster_within_two_seconds() {
         assert_eq!(code, 200, "{query}: {body}");
         assert_eq!(names(&body), expected, "{query}");
     }
+    // Pages: sorted by name, `total` counts every match.
+    for (query, expected) in [("&limit=2", vec!["orders", "refunds"]), ("&limit=2&offset=2", vec!["visits"]), ("&offset=5", vec![])] {
+        let (code, body) = get(&addr, &path(query), Some(&t));
+        assert_eq!(code, 200, "{query}: {body}");
+        assert_eq!(names(&body), expected, "{query}");
+        assert_eq!(body["total"], 3, "{query}: {body}");
+    }
+    let (code, body) = get(&addr, &path("&limit=5000"), Some(&t));
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`limit`"), "{body}");
     let (code, detail) = get(&addr, &format!("/api/v1/products/{ns}/orders"), Some(&t));
     assert_eq!(code, 200);
     assert_eq!(detail["outputPorts"][0]["schema"][0]["name"], "customer_email");

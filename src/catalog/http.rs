@@ -25,7 +25,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Query, detail, domain_summary, lineage, summary};
+use super::index::Entry;
+use super::{Query, detail, domain_summary, lineage};
 use crate::api::product::Classification;
 use crate::api::{DataDomain, DataProduct};
 
@@ -34,6 +35,8 @@ use crate::api::{DataDomain, DataProduct};
 pub struct CatalogCaches {
     pub domains: Store<DataDomain>,
     pub products: Store<DataProduct>,
+    /// Kept current by the products' watch events.
+    pub index: Arc<super::index::Index>,
 }
 
 #[derive(Clone)]
@@ -193,18 +196,48 @@ async fn visible_products(state: &CatalogState, caller: &Caller, c: &CatalogCach
     shown
 }
 
-/// The products matching a query that the caller may see, sorted. The query
-/// filters first, so access is reviewed only for the matches.
-async fn search(state: &CatalogState, caller: &Caller, c: &CatalogCaches, query: &Query) -> Vec<super::ProductSummary> {
-    let mut items = Vec::new();
-    for p in c.products.state() {
-        let domain = p.status.as_ref().and_then(|s| s.domain.clone());
-        if query.matches(&p, domain.as_deref()) && visible(state, caller, &p).await {
-            items.push(summary(&p));
+/// The products matching a query that the caller may see, sorted by
+/// namespace and name. The index filters first, so access is reviewed only
+/// for the matches.
+async fn search(state: &CatalogState, caller: &Caller, c: &CatalogCaches, query: &Query) -> Vec<Arc<Entry>> {
+    let mut items = c.index.search(query);
+    if caller.0.is_some() {
+        let mut shown = Vec::with_capacity(items.len());
+        for entry in items {
+            if visible(state, caller, &entry.product).await {
+                shown.push(entry);
+            }
         }
+        items = shown;
     }
-    items.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     items
+}
+
+/// A page of results: `limit` items from `offset`.
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+impl Page {
+    fn parse(params: &BTreeMap<String, String>) -> Result<Page, String> {
+        let number = |name: &str, default: usize, max: usize| match params.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(format!("query parameter `{name}`: `{v}` is not a whole number from 0 to {max}")),
+            },
+        };
+        Ok(Page { offset: number("offset", 0, usize::MAX)?, limit: number("limit", DEFAULT_LIMIT, MAX_LIMIT)? })
+    }
+
+    /// The page's summaries: only these are copied.
+    fn of(&self, items: &[Arc<Entry>]) -> Vec<super::ProductSummary> {
+        items.iter().skip(self.offset).take(self.limit).map(|e| e.summary.clone()).collect()
+    }
 }
 
 async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Response {
@@ -212,8 +245,8 @@ async fn domains(State(state): State<CatalogState>, headers: HeaderMap) -> Respo
         Ok(o) => o,
         Err(r) => return r,
     };
-    let products = c.products.state();
-    let mut list: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &products)).collect();
+    let counts = c.index.counts_by_namespace();
+    let mut list: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &counts)).collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(json!({"items": list})).into_response()
 }
@@ -223,17 +256,18 @@ async fn products(State(state): State<CatalogState>, headers: HeaderMap, UrlQuer
         Ok(o) => o,
         Err(r) => return r,
     };
-    let query = match Query::parse(&params) {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    if let Some(unknown) = params.keys().find(|k| !["q", "domain", "tag", "classification", "owner", "lifecycle"].contains(&k.as_str())) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown query parameter `{unknown}`; known: q, domain, tag, classification, owner, lifecycle"),
-        );
+    let known = ["q", "domain", "tag", "classification", "owner", "lifecycle", "limit", "offset"];
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return error(StatusCode::BAD_REQUEST, format!("unknown query parameter `{unknown}`; known: {}", known.join(", ")));
     }
-    Json(json!({"items": search(&state, &caller, &c, &query).await})).into_response()
+    let (query, page) = match (Query::parse(&params), Page::parse(&params)) {
+        (Ok(q), Ok(p)) => (q, p),
+        (Err(e), _) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let items = search(&state, &caller, &c, &query).await;
+    let total = items.len();
+    Json(json!({"items": page.of(&items), "total": total, "offset": page.offset, "limit": page.limit})).into_response()
 }
 
 async fn product(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
@@ -278,15 +312,16 @@ async fn search_page(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let query = match Query::parse(&params) {
-        Ok(q) => q,
-        Err(e) => return (StatusCode::BAD_REQUEST, axum::response::Html(super::web::escape(&e.to_string()))).into_response(),
+    let (query, page) = match (Query::parse(&params), Page::parse(&params)) {
+        (Ok(q), Ok(p)) => (q, p),
+        (Err(e), _) => return (StatusCode::BAD_REQUEST, axum::response::Html(super::web::escape(&e.to_string()))).into_response(),
+        (_, Err(e)) => return (StatusCode::BAD_REQUEST, axum::response::Html(super::web::escape(&e))).into_response(),
     };
     let results = search(&state, &caller, &c, &query).await;
-    let all = c.products.state();
-    let mut domains: Vec<_> = c.domains.state().iter().map(|d| domain_summary(d, &all)).collect();
-    domains.sort_by(|a, b| a.name.cmp(&b.name));
-    axum::response::Html(super::web::search(&params, &results, &domains)).into_response()
+    let total = results.len();
+    let mut domains: Vec<_> = c.domains.state().iter().map(|d| d.metadata.name.clone().unwrap_or_default()).collect();
+    domains.sort();
+    axum::response::Html(super::web::search(&params, &page.of(&results), (total, page.offset, page.limit), &domains)).into_response()
 }
 
 async fn product_page(State(state): State<CatalogState>, headers: HeaderMap, Path((namespace, name)): Path<(String, String)>) -> Response {
@@ -308,9 +343,10 @@ async fn domain_page(State(state): State<CatalogState>, headers: HeaderMap, Path
     let Some(d) = c.domains.get(&kube::runtime::reflector::ObjectRef::new(&name)) else {
         return (StatusCode::NOT_FOUND, axum::response::Html("no such domain".to_string())).into_response();
     };
-    let shown = visible_products(&state, &caller, &c).await;
-    let summary_of_domain = domain_summary(&d, &shown);
-    let products: Vec<_> = shown.iter().filter(|p| p.metadata.namespace == summary_of_domain.namespace).map(|p| summary(p)).collect();
+    let found = search(&state, &caller, &c, &Query { domain: Some(name), ..Default::default() }).await;
+    let products: Vec<_> = found.iter().map(|e| e.summary.clone()).collect();
+    let mut summary_of_domain = domain_summary(&d, &BTreeMap::new());
+    summary_of_domain.data_products = products.len() as i32;
     axum::response::Html(super::web::domain(&summary_of_domain, &products)).into_response()
 }
 

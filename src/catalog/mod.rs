@@ -4,11 +4,11 @@
 //! second database. This module is pure: queries over slices of objects.
 
 pub mod http;
+pub mod index;
 pub mod odps;
 pub mod web;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -105,40 +105,6 @@ impl Query {
         };
         Ok(Query { text: get("q"), domain: get("domain"), tag: get("tag"), classification, owner: get("owner"), lifecycle })
     }
-
-    pub fn matches(&self, product: &DataProduct, domain: Option<&str>) -> bool {
-        let spec = &product.spec;
-        if let Some(d) = &self.domain
-            && domain != Some(d.as_str())
-        {
-            return false;
-        }
-        if let Some(t) = &self.tag
-            && !spec.tags.iter().any(|x| x == t)
-        {
-            return false;
-        }
-        if self.classification.is_some_and(|c| c != spec.classification) || self.lifecycle.is_some_and(|l| l != spec.lifecycle) {
-            return false;
-        }
-        if let Some(o) = &self.owner
-            && spec.owner.as_deref() != Some(o.as_str())
-        {
-            return false;
-        }
-        if let Some(text) = &self.text {
-            let needle = text.to_lowercase();
-            let name = product.metadata.name.as_deref().unwrap_or_default();
-            let hit = name.to_lowercase().contains(&needle)
-                || spec.description.as_deref().is_some_and(|d| d.to_lowercase().contains(&needle))
-                || spec.tags.iter().any(|t| t.to_lowercase().contains(&needle))
-                || spec.output_ports.iter().flat_map(|p| &p.schema).any(|f| f.name.to_lowercase().contains(&needle));
-            if !hit {
-                return false;
-            }
-        }
-        true
-    }
 }
 
 fn ready(product: &DataProduct) -> bool {
@@ -183,13 +149,14 @@ pub fn detail(product: &DataProduct) -> ProductDetail {
     }
 }
 
-pub fn domain_summary(domain: &DataDomain, products: &[Arc<DataProduct>]) -> DomainSummary {
+/// A domain, given how many products its namespace holds (`by_namespace`).
+pub fn domain_summary(domain: &DataDomain, by_namespace: &BTreeMap<String, usize>) -> DomainSummary {
     let namespace = domain.status.as_ref().and_then(|s| s.namespace.clone());
     DomainSummary {
         name: domain.metadata.name.clone().unwrap_or_default(),
         display_name: domain.spec.display_name.clone(),
         description: domain.spec.description.clone(),
-        data_products: products.iter().filter(|p| p.metadata.namespace.is_some() && p.metadata.namespace == namespace).count() as i32,
+        data_products: namespace.as_ref().and_then(|ns| by_namespace.get(ns)).copied().unwrap_or_default() as i32,
         namespace,
     }
 }
@@ -252,14 +219,17 @@ mod tests {
             "metadata: {name: order-events, namespace: dm-orders}\nspec: {owner: team, tags: [sales], classification: Confidential, \
              outputPorts: [{name: o, format: CSV, schema: [{name: customer_email, type: string}]}]}\nstatus: {domain: orders}",
         );
-        let q = |params: &[(&str, &str)]| Query::parse(&params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
-        assert!(q(&[("q", "ORDER")]).matches(&p, Some("orders")));
-        assert!(q(&[("q", "email")]).matches(&p, Some("orders")), "schema field names are searched");
-        assert!(
-            q(&[("tag", "sales"), ("domain", "orders"), ("classification", "Confidential"), ("owner", "team")]).matches(&p, Some("orders"))
-        );
-        assert!(!q(&[("tag", "sales"), ("domain", "other")]).matches(&p, Some("orders")));
-        assert!(!q(&[("lifecycle", "Stable")]).matches(&p, Some("orders")));
+        let index = index::Index::default();
+        index.apply(&kube::runtime::watcher::Event::Apply(p));
+        let hit = |params: &[(&str, &str)]| {
+            let query = Query::parse(&params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
+            !index.search(&query).is_empty()
+        };
+        assert!(hit(&[("q", "ORDER")]));
+        assert!(hit(&[("q", "email")]), "schema field names are searched");
+        assert!(hit(&[("tag", "sales"), ("domain", "orders"), ("classification", "Confidential"), ("owner", "team")]));
+        assert!(!hit(&[("tag", "sales"), ("domain", "other")]));
+        assert!(!hit(&[("lifecycle", "Stable")]));
         let bad = Query::parse(&BTreeMap::from([("classification".to_string(), "Secret".to_string())])).unwrap_err();
         assert!(bad.to_string().contains("`classification`") && bad.to_string().contains("Restricted"), "{bad}");
     }

@@ -38,8 +38,24 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3em .5e
 .tag{background:#eef;border-radius:.3em;padding:0 .3em;margin-right:.2em}form input,form select{margin:0 .3em .3em 0}\
 .ok{color:#176f2c}.no{color:#a0141e}";
 
+/// Percent-encodes a query string component.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The search page: a form (a GET, so results have a URL) and the results.
-pub fn search(params: &std::collections::BTreeMap<String, String>, results: &[ProductSummary], domains: &[DomainSummary]) -> String {
+/// `results` is one page (at most `limit`) of `total` matches, from `offset`.
+pub fn search(
+    params: &std::collections::BTreeMap<String, String>,
+    results: &[ProductSummary],
+    (total, offset, limit): (usize, usize, usize),
+    domains: &[String],
+) -> String {
     let value = |k: &str| escape(params.get(k).map(String::as_str).unwrap_or_default());
     let select = |name: &str, options: &[&str]| {
         let current = params.get(name).map(String::as_str).unwrap_or_default();
@@ -50,7 +66,7 @@ pub fn search(params: &std::collections::BTreeMap<String, String>, results: &[Pr
         }
         s + "</select>"
     };
-    let domain_names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+    let domain_names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let mut body = format!(
         "<h1>Data products</h1><form method=\"get\" action=\"/\"><input name=\"q\" value=\"{}\" placeholder=\"search names, descriptions, tags, fields\" size=\"40\">\
          {}{}{}<input name=\"tag\" value=\"{}\" placeholder=\"tag\"><input name=\"owner\" value=\"{}\" placeholder=\"owner\"><button>Search</button></form>",
@@ -63,8 +79,8 @@ pub fn search(params: &std::collections::BTreeMap<String, String>, results: &[Pr
     );
     let _ = write!(
         body,
-        "<p>{} products</p><table><tr><th>Product</th><th>Domain</th><th>Owner</th><th>Classification</th><th>Lifecycle</th><th>Ready</th></tr>",
-        results.len()
+        "<p>{total} products{}</p><table><tr><th>Product</th><th>Domain</th><th>Owner</th><th>Classification</th><th>Lifecycle</th><th>Ready</th></tr>",
+        if results.len() < total { format!(", showing {} to {}", offset + 1, offset + results.len()) } else { String::new() }
     );
     for p in results {
         let tags: String = p.tags.iter().map(|t| format!("<span class=\"tag\">{}</span>", escape(t))).collect();
@@ -84,7 +100,21 @@ pub fn search(params: &std::collections::BTreeMap<String, String>, results: &[Pr
             ready = if p.ready { "yes" } else { "no" },
         );
     }
-    page("Data products", &(body + "</table>"))
+    body.push_str("</table>");
+    // Paging links keep every other parameter of the search.
+    let link = |offset: usize, label: &str| {
+        let mut query: Vec<String> =
+            params.iter().filter(|(k, _)| k.as_str() != "offset").map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v))).collect();
+        query.push(format!("offset={offset}"));
+        format!("<a href=\"/?{}\">{label}</a> ", escape(&query.join("&")))
+    };
+    if offset > 0 {
+        body.push_str(&link(offset.saturating_sub(limit), "previous"));
+    }
+    if offset + results.len() < total {
+        body.push_str(&link(offset + results.len(), "next"));
+    }
+    page("Data products", &body)
 }
 
 /// One product: what it is, its ports and schemas, quality, runs, lineage and access.
@@ -202,20 +232,6 @@ pub fn lineage(graph: &Lineage) -> String {
     for (i, d) in domains.iter().enumerate() {
         let _ = write!(svg, "<text x=\"{}\" y=\"30\" font-weight=\"bold\">{}</text>", 20.0 + i as f64 * col, escape(d));
     }
-    for e in &graph.edges {
-        if let (Some((x1, y1)), Some((x2, y2))) = (at.get(e.from.as_str()), at.get(e.to.as_str())) {
-            let colour = if e.state == "Granted" { "#176f2c" } else { "#a0141e" };
-            let _ = write!(
-                svg,
-                "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{colour}\" marker-end=\"url(#a)\"><title>{}</title></line>",
-                x1 + w,
-                y1 + h / 2.0,
-                x2,
-                y2 + h / 2.0,
-                escape(&e.state)
-            );
-        }
-    }
     for n in &graph.nodes {
         let (x, y) = at[n.id.as_str()];
         let _ = write!(
@@ -227,6 +243,39 @@ pub fn lineage(graph: &Lineage) -> String {
             escape(&n.product),
             d = escape(&n.domain)
         );
+    }
+    // Edges are drawn over the boxes, so none hides behind one. Between
+    // columns an edge leaves the side facing its target; within a column it
+    // leaves and enters on the right and bows out into the gap, so it never
+    // seems to pass through the boxes between.
+    for e in &graph.edges {
+        if let (Some(&(x1, y1)), Some(&(x2, y2))) = (at.get(e.from.as_str()), at.get(e.to.as_str())) {
+            let colour = if e.state == "Granted" { "#176f2c" } else { "#a0141e" };
+            let (y1, y2) = (y1 + h / 2.0, y2 + h / 2.0);
+            let (start, end, c1, c2) = if x1 == x2 {
+                let bow = x1 + w + 12.0 + ((y2 - y1).abs() / row).min(2.0) * 8.0;
+                ((x1 + w, y1), (x2 + w, y2), (bow, y1), (bow, y2))
+            } else if x1 < x2 {
+                let mid = (x1 + w + x2) / 2.0;
+                ((x1 + w, y1), (x2, y2), (mid, y1), (mid, y2))
+            } else {
+                let mid = (x1 + x2 + w) / 2.0;
+                ((x1, y1), (x2 + w, y2), (mid, y1), (mid, y2))
+            };
+            let _ = write!(
+                svg,
+                "<path class=\"edge\" d=\"M{},{} C{},{} {},{} {},{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" marker-end=\"url(#a)\"><title>{}</title></path>",
+                start.0,
+                start.1,
+                c1.0,
+                c1.1,
+                c2.0,
+                c2.1,
+                end.0,
+                end.1,
+                escape(&e.state)
+            );
+        }
     }
     page("Lineage", &format!("<h1>Lineage</h1>{svg}</svg><p>Green: granted input; red: not found or access denied.</p>"))
 }
@@ -257,7 +306,7 @@ mod tests {
             tags: vec!["sales".into()],
             ready: true,
         };
-        let html = search(&params, &[result], &[]);
+        let html = search(&params, &[result], (1, 0, 100), &[]);
         assert!(html.contains("value=\"&lt;orders&gt;\"") && html.contains("<option selected>Public</option>"));
         assert!(html.contains("href=\"/products/dm-shop/orders\"") && html.contains("1 products") && !html.contains("<script"));
     }

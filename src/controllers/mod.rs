@@ -173,6 +173,16 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     fn watch(client: &Client, config: watcher::Config, subscribers: usize) -> Self {
+        Self::watch_observed(client, config, subscribers, |_| {})
+    }
+
+    /// Like `watch`, and `observe` sees every event once the cache holds it.
+    fn watch_observed(
+        client: &Client,
+        config: watcher::Config,
+        subscribers: usize,
+        observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+    ) -> Self {
         let (store, writer) = reflector::store_shared(1024);
         let subscribers = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
         let kind = K::kind(&()).into_owned();
@@ -181,8 +191,9 @@ where
             .modify(|object| object.meta_mut().managed_fields = None)
             .reflect_shared(writer)
             .filter_map(move |event| {
-                if let Err(error) = event {
-                    tracing::warn!(%kind, %error, "watch failed; retrying");
+                match event {
+                    Ok(event) => observe(&event),
+                    Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
                 }
                 futures::future::ready(None::<()>)
             })
@@ -212,7 +223,12 @@ pub async fn run(
     let all = watcher::Config::default;
     // The number is how many controllers consume the kind's events.
     let mut domains = Shared::<DataDomain>::watch(&client, all(), 3);
-    let mut products = Shared::<DataProduct>::watch(&client, all(), 4);
+    // The catalog's search index follows the products' watch.
+    let index = Arc::new(crate::catalog::index::Index::default());
+    let mut products = Shared::<DataProduct>::watch_observed(&client, all(), 4, {
+        let index = index.clone();
+        move |event| index.apply(event)
+    });
     let mut policies = Shared::<GovernancePolicy>::watch(&client, all(), 2);
     let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, owned(), 1);
     let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, owned(), 1);
@@ -249,7 +265,11 @@ pub async fn run(
         admission_bindings: admission_bindings.store.clone(),
     };
     // The catalog reads the same caches (on every replica, leader or not).
-    let _ = catalog.send(Some(crate::catalog::http::CatalogCaches { domains: caches.domains.clone(), products: caches.products.clone() }));
+    let _ = catalog.send(Some(crate::catalog::http::CatalogCaches {
+        domains: caches.domains.clone(),
+        products: caches.products.clone(),
+        index: index.clone(),
+    }));
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
     let ctx = Arc::new(Context {

@@ -1,0 +1,684 @@
+//! The scale benchmark behind `make bench` (not a test: it measures).
+//!
+//! Against a local control plane that `cluster/bench.sh` starts for it, with
+//! meshplane as a separate process under its own ServiceAccount (so API
+//! priority and fairness treats it as in production), it measures at one size
+//! (D domains, N products, from `BENCH_DOMAINS` / `BENCH_PRODUCTS`):
+//!
+//! - time until every domain and product is Ready;
+//! - the floor: the very same child objects, rendered by meshplane's own
+//!   renderers, applied by a plain client with server-side apply at the same
+//!   concurrency, under the same ServiceAccount, until they are usable (quotas
+//!   accounted, claims bound); and the ratio of the two;
+//! - mutating requests per new product by verb and resource, from the API
+//!   server's `apiserver_request_total`, and the operator's own requests
+//!   (its flow schema's dispatched requests);
+//! - mutating requests during a steady-state window (`BENCH_STEADY_SECS`);
+//! - reconcile-to-Ready latency of one product changed while N exist;
+//! - the operator's memory (VmRSS, VmHWM) idle, after provisioning, steady,
+//!   and after a restart (the relist peak);
+//! - HTTP 429 responses.
+//!
+//! It prints a table and writes JSON to `target/bench/scale-<D>x<N>.json`.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ResourceQuota};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use meshplane::api::{DataDomain, DataProduct};
+use meshplane::render;
+use serde_json::{Value, json};
+
+const MANAGER: &str = "meshplane-bench";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Settings {
+    domains: usize,
+    products: usize,
+    concurrency: usize,
+    steady: Duration,
+    latency_samples: usize,
+}
+
+// ---------------------------------------------------------------------------
+// Manifests
+
+fn domain(name: &str) -> Value {
+    json!({
+        "apiVersion": "meshplane.dev/v1alpha1",
+        "kind": "DataDomain",
+        "metadata": {"name": name, "labels": {"bench.meshplane.dev/run": "operator"}},
+        "spec": {
+            "description": format!("Benchmark domain {name}"),
+            "owners": [{"kind": "Group", "name": format!("{name}-owners")}],
+            "members": [{"kind": "Group", "name": format!("{name}-engineers")}],
+            "viewers": [{"kind": "Group", "name": "analysts"}],
+            "quota": {"storage": "10Ti", "persistentVolumeClaims": 1000, "dataProducts": 1000},
+            "storageClasses": ["standard"],
+        }
+    })
+}
+
+/// A product like the examples: a volume, a scheduled pipeline, an output
+/// port with a schema, and one consuming domain (a grant).
+fn product(name: &str, namespace: &str, consumer: &str) -> Value {
+    json!({
+        "apiVersion": "meshplane.dev/v1alpha1",
+        "kind": "DataProduct",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"bench.meshplane.dev/run": "operator"}},
+        "spec": {
+            "owner": "team@example.com",
+            "description": format!("Benchmark product {name}"),
+            "classification": "Internal",
+            "tags": ["bench"],
+            "storage": [{"name": "data", "kind": "Volume", "size": "1Gi", "storageClass": "standard"}],
+            "pipelines": [{
+                "name": "build",
+                "image": "registry.example.com/bench/build:1.0",
+                "schedule": "0 3 * * *",
+                "mounts": [{"storage": "data", "path": "/data"}],
+            }],
+            "outputPorts": [{
+                "name": "table",
+                "format": "Parquet",
+                "storage": "data",
+                "schema": [
+                    {"name": "id", "type": "string"},
+                    {"name": "amount", "type": "decimal"},
+                    {"name": "at", "type": "timestamp"},
+                ],
+            }],
+            "access": {"consumers": [{"domain": consumer}]},
+        }
+    })
+}
+
+fn domain_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:04}")
+}
+
+// ---------------------------------------------------------------------------
+// The API server's counters
+
+/// `apiserver_request_total` and friends, summed by the labels we report on.
+#[derive(Default, Clone)]
+struct Counters {
+    /// (verb, resource[/subresource]) → count, mutating verbs only.
+    mutating: BTreeMap<(String, String), f64>,
+    /// Requests the operator's flow schema dispatched (all verbs).
+    service_accounts_dispatched: f64,
+    /// 429s: every response code 429, and APF rejections.
+    too_many: f64,
+    rejected: f64,
+}
+
+fn labels(line: &str) -> (&str, BTreeMap<&str, &str>, f64) {
+    let (head, value) = line.rsplit_once(' ').unwrap_or((line, "0"));
+    let value = value.parse().unwrap_or(0.0);
+    let Some((name, rest)) = head.split_once('{') else { return (head, BTreeMap::new(), value) };
+    let mut map = BTreeMap::new();
+    for pair in rest.trim_end_matches('}').split("\",") {
+        if let Some((k, v)) = pair.split_once("=\"") {
+            map.insert(k, v.trim_end_matches('"'));
+        }
+    }
+    (name, map, value)
+}
+
+async fn counters(client: &Client) -> Counters {
+    let text = client.request_text(axum::http::Request::get("/metrics").body(Vec::new()).unwrap()).await.expect("reading /metrics");
+    let mut c = Counters::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, l, value) = labels(line);
+        match name {
+            "apiserver_request_total" => {
+                if l.get("code") == Some(&"429") {
+                    c.too_many += value;
+                }
+                let verb = l.get("verb").copied().unwrap_or_default();
+                if ["POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"].contains(&verb) {
+                    let mut resource = l.get("resource").copied().unwrap_or_default().to_string();
+                    if let Some(sub) = l.get("subresource").filter(|s| !s.is_empty()) {
+                        resource = format!("{resource}/{sub}");
+                    }
+                    *c.mutating.entry((verb.to_string(), resource)).or_default() += value;
+                }
+            }
+            "apiserver_flowcontrol_dispatched_requests_total" if l.get("flow_schema") == Some(&"service-accounts") => {
+                c.service_accounts_dispatched += value;
+            }
+            "apiserver_flowcontrol_rejected_requests_total" => c.rejected += value,
+            _ => {}
+        }
+    }
+    c
+}
+
+fn delta(after: &Counters, before: &Counters) -> Counters {
+    let mut mutating = BTreeMap::new();
+    for (k, v) in &after.mutating {
+        let d = v - before.mutating.get(k).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            mutating.insert(k.clone(), d);
+        }
+    }
+    Counters {
+        mutating,
+        service_accounts_dispatched: after.service_accounts_dispatched - before.service_accounts_dispatched,
+        too_many: after.too_many - before.too_many,
+        rejected: after.rejected - before.rejected,
+    }
+}
+
+fn total(c: &Counters) -> f64 {
+    c.mutating.values().sum()
+}
+
+fn without_leases(c: &Counters) -> f64 {
+    c.mutating.iter().filter(|((_, r), _)| r != "leases").map(|(_, v)| v).sum()
+}
+
+// ---------------------------------------------------------------------------
+// The operator process
+
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+fn start_operator(kubeconfig: &str) -> Operator {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let dir = support::cluster_dir();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane-bench.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
+        .args(["run", "--metrics-addr", &metrics, "--catalog-addr", "127.0.0.1:0", "--identity", "bench"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting meshplane");
+    std::fs::create_dir_all(dir.join("pids")).unwrap();
+    std::fs::write(dir.join("pids/meshplane.pid"), child.id().to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while support::http_get(&metrics, "/readyz").is_none_or(|(code, _)| code != 200) {
+        assert!(Instant::now() < deadline, "meshplane did not become ready; see {}", dir.join("logs/meshplane-bench.log").display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Operator { child, metrics }
+}
+
+impl Operator {
+    /// (VmRSS, VmHWM) in MiB.
+    fn memory(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, body) = support::http_get(&self.metrics, "/metrics").unwrap_or_default();
+        body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Waiting for readiness with a watch
+
+fn is_ready(conditions: &[meshplane::api::Condition]) -> bool {
+    meshplane::api::conditions::status_of(conditions, meshplane::api::conditions::READY) == Some("True")
+}
+
+/// Waits until `count` objects of the watch are ready by `ready`; returns
+/// how long each took to become ready, from `start`.
+async fn await_ready<K, F>(api: Api<K>, selector: &str, count: usize, start: Instant, timeout: Duration, ready: F) -> Vec<Duration>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(&K) -> bool,
+{
+    let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
+    let stream = watcher(api, watcher::Config::default().labels(selector)).boxed();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    tokio::pin!(stream);
+    while seen.len() < count {
+        tokio::select! {
+            _ = &mut deadline => panic!("only {} of {count} objects ({selector}) became ready within {timeout:?}", seen.len()),
+            event = stream.try_next() => {
+                let objects = match event.expect("watch failed") {
+                    Some(watcher::Event::Apply(o)) | Some(watcher::Event::InitApply(o)) => vec![o],
+                    _ => vec![],
+                };
+                for o in objects {
+                    let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                    if ready(&o) && !seen.contains_key(&key) {
+                        seen.insert(key, start.elapsed());
+                    }
+                }
+            }
+        }
+    }
+    seen.into_values().collect()
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+// ---------------------------------------------------------------------------
+// Phases
+
+async fn apply_all(client: &Client, objects: Vec<Value>, concurrency: usize) {
+    stream::iter(objects)
+        .map(|object| {
+            let client = client.clone();
+            async move { apply_value(&client, &object).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn apply_value(client: &Client, object: &Value) {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = object["kind"].as_str().unwrap();
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    // Transient failures (a busy API server) are retried a few times.
+    for attempt in 1.. {
+        match api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await {
+            Ok(_) => return,
+            Err(e) if attempt >= 20 => panic!("applying {kind} {name}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+        }
+    }
+}
+
+/// A rendered object as a plain apply body.
+fn plain<T: serde::Serialize + Resource<DynamicType = ()>>(object: &T) -> Value {
+    let mut v = serde_json::to_value(object).unwrap();
+    v["apiVersion"] = T::api_version(&()).into();
+    v["kind"] = T::kind(&()).into();
+    floor_metadata(&mut v);
+    v
+}
+
+/// The floor's objects carry no owner (the garbage collector would remove
+/// children of a missing owner) and not meshplane's managed-by label (the
+/// operator's caches select on it), so the operator never sees them.
+fn floor_metadata(v: &mut Value) {
+    if let Some(meta) = v["metadata"].as_object_mut() {
+        meta.remove("ownerReferences");
+        let labels = meta.entry("labels").or_insert(json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.remove(meshplane::keys::LABEL_MANAGED_BY);
+        }
+        labels["bench.meshplane.dev/run"] = "floor".into();
+    }
+}
+
+fn plain_dynamic(object: &DynamicObject) -> Value {
+    let mut v = serde_json::to_value(object).unwrap();
+    floor_metadata(&mut v);
+    v
+}
+
+/// Renders the floor's objects with meshplane's renderers: per domain, its
+/// namespace, then everything else of it; per product, its children.
+fn floor_objects(settings: &Settings) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let domain_settings = render::domain::DomainSettings::default();
+    let mut domains = Vec::new();
+    for i in 0..settings.domains {
+        let mut d: DataDomain = serde_json::from_value(domain(&domain_name("f", i))).unwrap();
+        d.metadata.uid = Some(format!("floor-{i}"));
+        domains.push(d);
+    }
+    let by_name: BTreeMap<String, Arc<DataDomain>> = domains.iter().map(|d| (d.name_any(), Arc::new(d.clone()))).collect();
+    let (mut namespaces, mut tenant, mut children) = (Vec::new(), Vec::new(), Vec::new());
+    for d in &domains {
+        let valid = render::domain::validate(d, &domain_settings).unwrap();
+        let bundle = render::domain::render(&valid, &domain_settings);
+        namespaces.push(plain(&bundle.namespace));
+        tenant.extend(bundle.role_bindings.iter().map(plain));
+        tenant.push(plain(&bundle.quota));
+        tenant.push(plain(&bundle.limit_range));
+        tenant.extend(bundle.network_policies.iter().map(plain));
+    }
+    for j in 0..settings.products {
+        let i = j % settings.domains;
+        let d = &domains[i];
+        let ns = render::domain::namespace_name(d, &domain_settings);
+        let mut p: DataProduct =
+            serde_json::from_value(product(&format!("p{j:05}"), &ns, &domain_name("f", (i + 1) % settings.domains))).unwrap();
+        p.metadata.uid = Some(format!("floor-p{j}"));
+        let valid = render::product::validate(&p, d).unwrap();
+        let find = |name: &str| by_name.get(name).cloned();
+        let namespace_of = |d: &DataDomain| render::domain::namespace_name(d, &domain_settings);
+        let consumers = render::product::resolve_consumers(&valid, &find, &namespace_of);
+        let bundle = render::product::render(&valid, &[], &consumers);
+        children.push(plain(&bundle.service_account));
+        children.push(plain(&bundle.descriptor));
+        for (_, _, objects) in &bundle.storage {
+            children.extend(objects.iter().map(plain_dynamic));
+        }
+        children.push(plain(&bundle.role));
+        children.extend(bundle.role_bindings.iter().map(plain));
+        children.extend(bundle.network_policies.iter().map(plain));
+        children.extend(bundle.cron_jobs.iter().map(plain));
+        children.extend(bundle.deployments.iter().map(plain));
+    }
+    (namespaces, tenant, children)
+}
+
+#[derive(serde::Serialize, Default)]
+struct Report {
+    domains: usize,
+    products: usize,
+    concurrency: usize,
+    operator_domains_ready_s: f64,
+    operator_products_ready_s: f64,
+    operator_total_s: f64,
+    floor_domains_s: f64,
+    floor_products_s: f64,
+    floor_total_s: f64,
+    ratio: f64,
+    floor_children_per_product: f64,
+    writes_per_product: f64,
+    writes_per_product_by_resource: BTreeMap<String, f64>,
+    operator_requests_per_product: f64,
+    writes_per_domain: f64,
+    steady_seconds: u64,
+    steady_writes: f64,
+    steady_lease_writes: f64,
+    steady_writes_by_resource: BTreeMap<String, f64>,
+    steady_operator_requests: f64,
+    latency_samples: usize,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    rss_idle_mib: f64,
+    rss_provisioned_mib: f64,
+    hwm_provisioned_mib: f64,
+    rss_steady_mib: f64,
+    rss_steady_max_mib: f64,
+    relist_seconds: f64,
+    relist_writes: f64,
+    rss_relist_mib: f64,
+    hwm_relist_mib: f64,
+    http_429: f64,
+    apf_rejected: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = Settings {
+        domains: env_or("BENCH_DOMAINS", 50),
+        products: env_or("BENCH_PRODUCTS", 1000),
+        concurrency: env_or("BENCH_CONCURRENCY", 8),
+        steady: Duration::from_secs(env_or("BENCH_STEADY_SECS", 600)),
+        latency_samples: env_or("BENCH_LATENCY_SAMPLES", 50),
+    };
+    let (d, n, c) = (settings.domains, settings.products, settings.concurrency);
+    println!("scale benchmark: {d} domains, {n} products, concurrency {c}, steady {:?}", settings.steady);
+    let admin = support::cluster().await;
+    support::kubectl(&["apply", "--server-side", "--force-conflicts", "-k", support::repo_root().join("deploy/base").to_str().unwrap()]);
+    support::kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    let out = Command::new(support::repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
+    assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let sa_kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // The floor writes as the operator's ServiceAccount: same identity, same
+    // priority level.
+    let sa = support::client_for(std::path::Path::new(&sa_kubeconfig)).await;
+    let mut report = Report { domains: d, products: n, concurrency: c, ..Default::default() };
+    let start_counters = counters(&admin).await;
+
+    // --- the floor ----------------------------------------------------------
+    let (namespaces, tenant, children) = floor_objects(&settings);
+    report.floor_children_per_product = children.len() as f64 / n as f64;
+    let floor_selector = "bench.meshplane.dev/run=floor";
+    let started = Instant::now();
+    apply_all(&sa, namespaces, c).await;
+    apply_all(&sa, tenant, c).await;
+    await_ready(Api::<ResourceQuota>::all(admin.clone()), floor_selector, d, started, Duration::from_secs(1800), |q| {
+        q.status.as_ref().and_then(|s| s.hard.as_ref()).is_some_and(|h| !h.is_empty())
+    })
+    .await;
+    report.floor_domains_s = started.elapsed().as_secs_f64();
+    let products_started = Instant::now();
+    apply_all(&sa, children, c).await;
+    await_ready(Api::<PersistentVolumeClaim>::all(admin.clone()), floor_selector, n, products_started, Duration::from_secs(1800), |pvc| {
+        pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    })
+    .await;
+    report.floor_products_s = products_started.elapsed().as_secs_f64();
+    report.floor_total_s = started.elapsed().as_secs_f64();
+    println!("floor: domains {:.1}s, products {:.1}s", report.floor_domains_s, report.floor_products_s);
+
+    // --- the operator -------------------------------------------------------
+    let operator = start_operator(&sa_kubeconfig);
+    report.rss_idle_mib = operator.memory().0;
+    let selector = "bench.meshplane.dev/run=operator";
+    let before_domains = counters(&admin).await;
+    let started = Instant::now();
+    let domains: Vec<Value> = (0..d).map(|i| domain(&domain_name("d", i))).collect();
+    apply_all(&admin, domains, c).await;
+    await_ready(Api::<DataDomain>::all(admin.clone()), selector, d, started, Duration::from_secs(1800), |o| {
+        o.status.as_ref().is_some_and(|s| is_ready(&s.conditions))
+    })
+    .await;
+    report.operator_domains_ready_s = started.elapsed().as_secs_f64();
+    let before_products = counters(&admin).await;
+    report.writes_per_domain = total(&delta(&before_products, &before_domains)) / d as f64;
+    let products_started = Instant::now();
+    let products: Vec<Value> = (0..n)
+        .map(|j| {
+            let i = j % d;
+            product(&format!("p{j:05}"), &format!("dm-{}", domain_name("d", i)), &domain_name("d", (i + 1) % d))
+        })
+        .collect();
+    apply_all(&admin, products, c).await;
+    let ready_after = await_ready(Api::<DataProduct>::all(admin.clone()), selector, n, products_started, Duration::from_secs(3600), |o| {
+        o.status.as_ref().is_some_and(|s| is_ready(&s.conditions) && s.observed_generation == o.metadata.generation)
+    })
+    .await;
+    report.operator_products_ready_s = products_started.elapsed().as_secs_f64();
+    report.operator_total_s = started.elapsed().as_secs_f64();
+    report.ratio = report.operator_total_s / report.floor_total_s;
+    println!(
+        "operator: domains {:.1}s, products {:.1}s (p50 ready at {:.1}s)",
+        report.operator_domains_ready_s,
+        report.operator_products_ready_s,
+        percentile(&ready_after, 0.5).as_secs_f64()
+    );
+    // Wait for the last status writes of the wave to land before counting.
+    let settled = |op: &Operator| op.metric("meshplane_reconciliations_total");
+    let mut last = settled(&operator);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = settled(&operator);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let after_products = counters(&admin).await;
+    let wave = delta(&after_products, &before_products);
+    report.writes_per_product = total(&wave) / n as f64;
+    report.writes_per_product_by_resource =
+        wave.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), (v / n as f64 * 100.0).round() / 100.0)).collect();
+    report.operator_requests_per_product = wave.service_accounts_dispatched / n as f64;
+    let (rss, hwm) = operator.memory();
+    report.rss_provisioned_mib = rss;
+    report.hwm_provisioned_mib = hwm;
+
+    // --- steady state -------------------------------------------------------
+    let steady_start = counters(&admin).await;
+    let until = Instant::now() + settings.steady;
+    let mut rss_max: f64 = 0.0;
+    while Instant::now() < until {
+        rss_max = rss_max.max(operator.memory().0);
+        tokio::time::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now()))).await;
+    }
+    let steady = delta(&counters(&admin).await, &steady_start);
+    report.steady_seconds = settings.steady.as_secs();
+    report.steady_writes = without_leases(&steady);
+    report.steady_lease_writes = total(&steady) - report.steady_writes;
+    report.steady_writes_by_resource = steady.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), *v)).collect();
+    report.steady_operator_requests = steady.service_accounts_dispatched;
+    report.rss_steady_mib = operator.memory().0;
+    report.rss_steady_max_mib = rss_max;
+
+    // --- reconcile-to-Ready latency -----------------------------------------
+    let target_ns = format!("dm-{}", domain_name("d", 0));
+    let api = Api::<DataProduct>::namespaced(admin.clone(), &target_ns);
+    let mut latencies = Vec::new();
+    for k in 0..settings.latency_samples {
+        let patch = json!({"spec": {"description": format!("Benchmark product, revision {k}")}});
+        let changed = Instant::now();
+        let patched = api.patch("p00000", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patching a product");
+        let generation = patched.metadata.generation;
+        let version = patched.resource_version().unwrap_or_default();
+        let mut events = api
+            .watch(&kube::api::WatchParams::default().fields("metadata.name=p00000").timeout(60), &version)
+            .await
+            .expect("watching the product")
+            .boxed();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), events.try_next()).await {
+                Ok(Ok(Some(kube::api::WatchEvent::Modified(p)))) => {
+                    let s = p.status.unwrap_or_default();
+                    if s.observed_generation == generation && is_ready(&s.conditions) {
+                        latencies.push(changed.elapsed());
+                        break;
+                    }
+                }
+                Ok(Ok(Some(_))) => {}
+                other => panic!("no reconcile of p00000 generation {generation:?} within 60s: {other:?}"),
+            }
+        }
+    }
+    report.latency_samples = latencies.len();
+    report.latency_p50_ms = ms(percentile(&latencies, 0.5));
+    report.latency_p99_ms = ms(percentile(&latencies, 0.99));
+    report.latency_max_ms = ms(percentile(&latencies, 1.0));
+
+    // --- restart: the relist ------------------------------------------------
+    operator.stop();
+    let before_restart = counters(&admin).await;
+    let restarted = Instant::now();
+    let operator = start_operator(&sa_kubeconfig);
+    // Every object is reconciled once after the initial list.
+    while operator.metric("meshplane_reconciliations_total") < (d + n) as f64 {
+        assert!(restarted.elapsed() < Duration::from_secs(1800), "the restarted operator did not reconcile everything");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report.relist_seconds = restarted.elapsed().as_secs_f64();
+    let (rss, hwm) = operator.memory();
+    report.rss_relist_mib = rss;
+    report.hwm_relist_mib = hwm;
+    report.relist_writes = without_leases(&delta(&counters(&admin).await, &before_restart));
+    operator.stop();
+
+    let all = delta(&counters(&admin).await, &start_counters);
+    report.http_429 = all.too_many;
+    report.apf_rejected = all.rejected;
+
+    print_report(&report);
+    let dir = support::repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path: PathBuf = dir.join(format!("scale-{d}x{n}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("JSON: {}", path.display());
+}
+
+fn print_report(r: &Report) {
+    let rows: Vec<(String, String, &str)> = vec![
+        ("domains ready (operator)".into(), format!("{:.1} s", r.operator_domains_ready_s), ""),
+        ("products ready (operator)".into(), format!("{:.1} s", r.operator_products_ready_s), ""),
+        ("total (operator)".into(), format!("{:.1} s", r.operator_total_s), ""),
+        ("total (floor: plain SSA of the same children)".into(), format!("{:.1} s", r.floor_total_s), ""),
+        ("operator / floor".into(), format!("{:.2}x", r.ratio), "<= 1.3x"),
+        (
+            "writes per product (all clients)".into(),
+            format!("{:.2} (floor children {:.0})", r.writes_per_product, r.floor_children_per_product),
+            "<= children + 1",
+        ),
+        ("operator requests per product (any verb)".into(), format!("{:.2}", r.operator_requests_per_product), ""),
+        (
+            format!("steady-state writes in {} s (leases apart)", r.steady_seconds),
+            format!("{} (+{} lease)", r.steady_writes, r.steady_lease_writes),
+            "0",
+        ),
+        ("reconcile-to-Ready p50 / p99".into(), format!("{} / {} ms", r.latency_p50_ms, r.latency_p99_ms), "p99 <= 1000 ms"),
+        (
+            "RSS idle / provisioned / steady".into(),
+            format!("{:.1} / {:.1} / {:.1} MiB", r.rss_idle_mib, r.rss_provisioned_mib, r.rss_steady_mib),
+            "",
+        ),
+        ("peak RSS (VmHWM) while provisioning".into(), format!("{:.1} MiB", r.hwm_provisioned_mib), "40 MiB at 1k, 150 MiB at 5k"),
+        (
+            "relist after restart: peak / steady".into(),
+            format!("{:.1} / {:.1} MiB ({:.1} s, {} writes)", r.hwm_relist_mib, r.rss_relist_mib, r.relist_seconds, r.relist_writes),
+            "<= 1.5x steady",
+        ),
+        ("HTTP 429 (APF rejections)".into(), format!("{} ({})", r.http_429, r.apf_rejected), "0"),
+    ];
+    println!("\n| {} domains, {} products | measured | goal |\n|---|---|---|", r.domains, r.products);
+    for (what, value, goal) in rows {
+        println!("| {what} | {value} | {goal} |");
+    }
+    println!("\nwrites per product by verb and resource (all clients):");
+    for (k, v) in &r.writes_per_product_by_resource {
+        println!("  {k}: {v}");
+    }
+    if !r.steady_writes_by_resource.is_empty() {
+        println!("steady-state writes by verb and resource:");
+        for (k, v) in &r.steady_writes_by_resource {
+            println!("  {k}: {v}");
+        }
+    }
+}
