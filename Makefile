@@ -61,8 +61,10 @@ integration: install ## Integration tests against the local control plane
 	cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1 --show-output
-	# Last: it kills the shared test operator to prove failover.
+	# It kills the shared test operator to prove failover.
 	cargo test --test ha -- --show-output
+	# Last and alone: kills operators, restarts the API server and etcd.
+	cargo test --test chaos -- --test-threads 1 --show-output
 
 .PHONY: bench
 bench: ## Benchmarks (see BENCHMARKS.md): catalog search, then scale on fresh clusters

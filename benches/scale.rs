@@ -99,7 +99,7 @@ fn product(name: &str, namespace: &str, consumer: &str) -> Value {
                 "storage": "data",
                 "schema": [
                     {"name": "id", "type": "string"},
-                    {"name": "amount", "type": "decimal"},
+                    {"name": "amount", "type": "number"},
                     {"name": "at", "type": "timestamp"},
                 ],
             }],

@@ -117,12 +117,14 @@ write_kubeconfig "$STATE/kwok.kubeconfig" kwok
 # The admin kubeconfig is written last: its presence means "cluster is up".
 
 # Starts one component in its own session, so it outlives this script and
-# `make`, recording its PID and binary for cluster-down.
+# `make`, recording its PID and binary for cluster-down, and its command line
+# (shell-quoted) for cluster/restart.sh.
 launch() {
   local name=$1
   shift
   local bin
   bin=$(bin_path "$name")
+  printf '%q ' "$bin" "$@" >"$PIDS/$name.cmd"
   setsid "$bin" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
   readlink -f "$bin" >"$PIDS/$name.pid.exe"

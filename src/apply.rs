@@ -1,8 +1,20 @@
 //! The one place that writes children: server-side apply under meshplane's
 //! field manager, skipped when the cached object already holds every field
 //! meshplane wants, so a resync at steady state sends no mutating request.
+//!
+//! Two ways to apply. [`Applier::apply`] always forces: the domain's tenant
+//! (namespace, RoleBindings, quota, network policies) belongs to the platform,
+//! and nobody else may hold its fields. [`Applier::apply_guarded`], for a
+//! product's children, first applies without forcing, so a foreign field
+//! manager's change to a field meshplane owns is seen (the API server refuses
+//! with a conflict naming the manager and the field), reported, and restored;
+//! one that keeps coming back is given up on rather than fought forever (see
+//! [`ConflictGuard`]).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
@@ -42,15 +54,162 @@ pub struct ApplyError {
     pub source: kube::Error,
 }
 
+impl ApplyError {
+    /// The API server's message when a ResourceQuota refused the object
+    /// ("... is forbidden: exceeded quota: <quota>, requested: ..., used:
+    /// ..., limited: ..."): not a fault of meshplane's, and not one that a
+    /// quick retry cures.
+    pub fn quota_exceeded(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(status) if status.code == 403 && status.message.contains("exceeded quota") => Some(&status.message),
+            _ => None,
+        }
+    }
+}
+
+/// Restores of one object against one foreign field manager, within
+/// [`CONFLICT_WINDOW`], after which meshplane stops forcing that object.
+pub const CONFLICT_LIMIT: usize = 3;
+/// How long a restore counts against [`CONFLICT_LIMIT`].
+pub const CONFLICT_WINDOW: Duration = Duration::from_secs(600);
+
+/// Another field manager changed fields that meshplane owns on a child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: String,
+    pub name: String,
+    /// Each foreign manager, with the fields it changed (as the API server
+    /// names them: `.spec.replicas`), in the API server's order.
+    pub managers: Vec<(String, Vec<String>)>,
+    /// Restores of this object against these managers within the window,
+    /// this one included (when restored).
+    pub restores: usize,
+    /// True: meshplane forced its values back. False: it yielded, and the
+    /// foreign values stay until `retry_after` has passed.
+    pub restored: bool,
+    /// When meshplane will force again (yielded only).
+    pub retry_after: Option<Duration>,
+}
+
+impl Conflict {
+    /// "field manager \"kubectl-edit\" changed .spec.replicas"
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> =
+            self.managers.iter().map(|(manager, fields)| format!("field manager {manager:?} changed {}", fields.join(", "))).collect();
+        parts.join("; ")
+    }
+}
+
+/// What a guarded apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guarded {
+    /// `Unchanged` when meshplane yielded: nothing was written.
+    pub outcome: Outcome,
+    pub conflict: Option<Conflict>,
+}
+
+/// Remembers, per child and foreign field manager, when meshplane restored
+/// its fields, so that a manager that keeps changing them is not fought
+/// forever.
+///
+/// Each time a plain (unforced) apply of a child is refused with a conflict,
+/// meshplane counts it against every manager named. Below [`CONFLICT_LIMIT`]
+/// restores within [`CONFLICT_WINDOW`] it forces its values back (a Warning
+/// Event says which manager changed which field). At the limit it yields: it
+/// leaves the foreign values in place and the product reports
+/// `Stalled=True`, reason `FieldManagerConflict`, naming the object, the
+/// manager and the fields, so a person decides (remove the other writer or
+/// its change, or stop managing the object elsewhere). It keeps trying plain
+/// applies, which write nothing while the conflict stands and succeed as soon
+/// as the foreign change is gone; once the oldest restore leaves the window it
+/// forces once more. The memory is per process: a restarted or new leader
+/// starts counting afresh, which costs at most [`CONFLICT_LIMIT`] more
+/// restores.
+#[derive(Clone, Default)]
+pub struct ConflictGuard {
+    restores: Arc<Mutex<Restores>>,
+}
+
+/// When meshplane restored each (object, foreign manager), oldest first.
+type Restores = HashMap<(String, String), Vec<Instant>>;
+
+impl ConflictGuard {
+    /// Decides on a conflict seen now: restore (and count it) or yield.
+    fn decide(&self, object: &str, managers: &[(String, Vec<String>)], now: Instant) -> (bool, usize, Option<Duration>) {
+        let mut restores = self.restores.lock().unwrap_or_else(|e| e.into_inner());
+        restores.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < CONFLICT_WINDOW);
+            !times.is_empty()
+        });
+        let key = |manager: &str| (object.to_string(), manager.to_string());
+        let most = managers.iter().map(|(m, _)| restores.get(&key(m)).map_or(0, Vec::len)).max().unwrap_or(0);
+        if most >= CONFLICT_LIMIT {
+            let oldest = managers.iter().filter_map(|(m, _)| restores.get(&key(m))?.first().copied()).min().unwrap_or(now);
+            let retry_after = CONFLICT_WINDOW.saturating_sub(now.duration_since(oldest));
+            return (false, most, Some(retry_after));
+        }
+        for (manager, _) in managers {
+            restores.entry(key(manager)).or_default().push(now);
+        }
+        (true, most + 1, None)
+    }
+}
+
+/// The foreign managers and fields of a server-side apply conflict, from the
+/// API server's message (the Status' causes are not exposed by the client):
+/// `Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: .spec.replicas`
+/// or, for several, `Apply failed with 2 conflicts: conflicts with "a" using v1:\n- .x\n- .y`.
+pub fn parse_conflicts(message: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in message.lines() {
+        let line = line.trim();
+        if let Some(field) = line.strip_prefix("- ") {
+            if let Some((_, fields)) = out.last_mut() {
+                fields.push(field.trim().to_string());
+            }
+            continue;
+        }
+        let Some(at) = line.find(" with \"") else {
+            continue;
+        };
+        let rest = &line[at + " with \"".len()..];
+        // The manager is printed quoted (Go's %q): find the closing quote.
+        let mut manager = String::new();
+        let mut chars = rest.char_indices();
+        let mut end = rest.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        manager.push(escaped);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => manager.push(c),
+            }
+        }
+        let fields = match rest[end..].split_once(": ") {
+            Some((_, field)) if !field.trim().is_empty() => vec![field.trim().to_string()],
+            _ => Vec::new(),
+        };
+        out.push((manager, fields));
+    }
+    out
+}
+
 /// Writes children with server-side apply, consulting a cache first.
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
+    guard: ConflictGuard,
 }
 
 impl Applier {
     pub fn new(client: Client) -> Self {
-        Applier { client }
+        Applier { client, guard: ConflictGuard::default() }
     }
 
     fn api<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -62,8 +221,24 @@ impl Applier {
     }
 
     /// Applies `desired` unless `cache` already holds an object that contains
-    /// every field of it.
+    /// every field of it, forcing meshplane's values over any other manager's.
     pub async fn apply<K>(&self, cache: &Store<K>, desired: &K) -> Result<Outcome, ApplyError>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        Ok(self.apply_typed(cache, desired, false).await?.outcome)
+    }
+
+    /// Like [`Applier::apply`], but a foreign field manager's change is
+    /// reported and, past [`CONFLICT_LIMIT`], left alone (see [`ConflictGuard`]).
+    pub async fn apply_guarded<K>(&self, cache: &Store<K>, desired: &K) -> Result<Guarded, ApplyError>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        self.apply_typed(cache, desired, true).await
+    }
+
+    async fn apply_typed<K>(&self, cache: &Store<K>, desired: &K, guarded: bool) -> Result<Guarded, ApplyError>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
     {
@@ -81,17 +256,37 @@ impl Applier {
             Some(current) => Some(serde_json::to_value(current.as_ref()).map_err(|e| error(kube::Error::SerdeError(e)))?),
             None => None,
         };
-        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, current.as_ref()).await
+        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, current.as_ref(), guarded).await
     }
 
     /// Applies an untyped object (a kind meshplane has no Rust type or cache
-    /// for), given what the cluster holds now.
+    /// for), given what the cluster holds now, forcing.
     pub async fn apply_dynamic(
         &self,
         resource: &ApiResource,
         desired: &DynamicObject,
         current: Option<&DynamicObject>,
     ) -> Result<Outcome, ApplyError> {
+        Ok(self.apply_untyped(resource, desired, current, false).await?.outcome)
+    }
+
+    /// [`Applier::apply_dynamic`], guarded against fighting a foreign manager.
+    pub async fn apply_dynamic_guarded(
+        &self,
+        resource: &ApiResource,
+        desired: &DynamicObject,
+        current: Option<&DynamicObject>,
+    ) -> Result<Guarded, ApplyError> {
+        self.apply_untyped(resource, desired, current, true).await
+    }
+
+    async fn apply_untyped(
+        &self,
+        resource: &ApiResource,
+        desired: &DynamicObject,
+        current: Option<&DynamicObject>,
+        guarded: bool,
+    ) -> Result<Guarded, ApplyError> {
         let name = desired.name_any();
         let error = |source| ApplyError { kind: resource.kind.clone(), name: name.clone(), source };
         let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
@@ -101,7 +296,7 @@ impl Applier {
             Some(c) => Some(serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?),
             None => None,
         };
-        self.apply_value(resource, desired.namespace().as_deref(), &name, body, current.as_ref()).await
+        self.apply_value(resource, desired.namespace().as_deref(), &name, body, current.as_ref(), guarded).await
     }
 
     async fn apply_value(
@@ -111,23 +306,47 @@ impl Applier {
         name: &str,
         body: Value,
         current: Option<&Value>,
-    ) -> Result<Outcome, ApplyError> {
+        guarded: bool,
+    ) -> Result<Guarded, ApplyError> {
         if let Some(current) = current
             && contains(current, &body)
         {
-            return Ok(Outcome::Unchanged);
+            return Ok(Guarded { outcome: Outcome::Unchanged, conflict: None });
         }
         let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
         };
-        let params = PatchParams::apply(keys::FIELD_MANAGER).force();
-        api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|source| ApplyError {
-            kind: resource.kind.clone(),
-            name: name.to_string(),
-            source,
-        })?;
-        Ok(if current.is_some() { Outcome::Updated } else { Outcome::Created })
+        let error = |source| ApplyError { kind: resource.kind.clone(), name: name.to_string(), source };
+        let written = if current.is_some() { Outcome::Updated } else { Outcome::Created };
+        let forced = PatchParams::apply(keys::FIELD_MANAGER).force();
+        if !guarded {
+            api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
+            return Ok(Guarded { outcome: written, conflict: None });
+        }
+        let managers = match api.patch(name, &PatchParams::apply(keys::FIELD_MANAGER), &Patch::Apply(&body)).await {
+            Ok(_) => return Ok(Guarded { outcome: written, conflict: None }),
+            Err(kube::Error::Api(status)) if status.code == 409 && status.message.starts_with("Apply failed") => {
+                let managers = parse_conflicts(&status.message);
+                if managers.is_empty() { vec![("unknown".to_string(), vec![status.message])] } else { managers }
+            }
+            Err(source) => return Err(error(source)),
+        };
+        // meshplane's own non-apply writes (a released claim's labels) are
+        // no foreign manager: take the fields back without a word.
+        let managers: Vec<_> = managers.into_iter().filter(|(m, _)| m != keys::FIELD_MANAGER).collect();
+        if managers.is_empty() {
+            api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
+            return Ok(Guarded { outcome: written, conflict: None });
+        }
+        let object = format!("{}/{}/{name}", resource.kind, namespace.unwrap_or_default());
+        let (restore, restores, retry_after) = self.guard.decide(&object, &managers, Instant::now());
+        let conflict = Conflict { kind: resource.kind.clone(), name: name.to_string(), managers, restores, restored: restore, retry_after };
+        if !restore {
+            return Ok(Guarded { outcome: Outcome::Unchanged, conflict: Some(conflict) });
+        }
+        api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
+        Ok(Guarded { outcome: Outcome::Updated, conflict: Some(conflict) })
     }
 
     /// Deletes the cached objects that `owned` selects and `keep` does not
@@ -244,6 +463,46 @@ mod tests {
         let actual = json!({"subjects": [{"kind": "ServiceAccount", "name": "a"}]});
         let desired = json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
         assert!(contains(&actual, &desired));
+    }
+
+    #[test]
+    fn conflicts_name_their_managers_and_fields() {
+        // As kube-apiserver v1.34 words them.
+        let one = "Apply failed with 1 conflict: conflict with \"kubectl-patch\" using apps/v1: .spec.replicas";
+        assert_eq!(parse_conflicts(one), vec![("kubectl-patch".to_string(), vec![".spec.replicas".to_string()])]);
+        let two = "Apply failed with 2 conflicts: conflicts with \"kubectl-label\" using v1:\n- .metadata.labels.a\nconflicts with \"kubectl-patch\" using v1:\n- .data.x";
+        assert_eq!(
+            parse_conflicts(two),
+            vec![
+                ("kubectl-label".to_string(), vec![".metadata.labels.a".to_string()]),
+                ("kubectl-patch".to_string(), vec![".data.x".to_string()])
+            ]
+        );
+        let applied = "Apply failed with 1 conflict: conflict with \"argo \\\"cd\\\"\": .spec.template.spec.containers[name=\"c\"].image";
+        assert_eq!(
+            parse_conflicts(applied),
+            vec![("argo \"cd\"".to_string(), vec![".spec.template.spec.containers[name=\"c\"].image".to_string()])]
+        );
+        let scale = "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1 at 2026-01-01T00:00:00Z: .spec.replicas";
+        assert_eq!(parse_conflicts(scale), vec![("kubectl".to_string(), vec![".spec.replicas".to_string()])]);
+    }
+
+    #[test]
+    fn a_manager_that_keeps_coming_back_is_given_up_on() {
+        let guard = ConflictGuard::default();
+        let managers = vec![("hpa".to_string(), vec![".spec.replicas".to_string()])];
+        let t0 = Instant::now();
+        for n in 1..=CONFLICT_LIMIT {
+            assert_eq!(guard.decide("Deployment/ns/d", &managers, t0 + Duration::from_secs(n as u64)), (true, n, None));
+        }
+        let (restore, restores, retry) = guard.decide("Deployment/ns/d", &managers, t0 + Duration::from_secs(61));
+        assert!(!restore);
+        assert_eq!(restores, CONFLICT_LIMIT);
+        assert_eq!(retry, Some(CONFLICT_WINDOW - Duration::from_secs(60)));
+        // Another object, or another manager on it, is counted apart.
+        assert!(guard.decide("Deployment/ns/e", &managers, t0 + Duration::from_secs(62)).0);
+        // Once the oldest restore has left the window, meshplane forces again.
+        assert!(guard.decide("Deployment/ns/d", &managers, t0 + CONFLICT_WINDOW + Duration::from_secs(2)).0);
     }
 
     #[test]

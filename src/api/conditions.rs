@@ -43,6 +43,11 @@ pub mod reason {
     pub const RESOLVED: &str = "Resolved";
     pub const COMPLIANT: &str = "Compliant";
     pub const POLICY_VIOLATION: &str = "PolicyViolation";
+    /// A ResourceQuota of the namespace refused a child (or its pods).
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// Another field manager keeps changing fields meshplane manages on a
+    /// child: restored (a Warning Event) or, past a limit, left alone (`Stalled`).
+    pub const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
 }
 
 /// A condition as computed by a reconcile pass, before it is merged into the

@@ -29,13 +29,16 @@ use super::{Context, Events};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
-use crate::apply::Outcome;
+use crate::apply::{Conflict, Guarded, Outcome};
 use crate::keys;
 use crate::render::domain::namespace_name;
 use crate::render::product::{self as render, InputState, ProductBundle, ProductSpecError, ResolvedConsumer, ResolvedInput, ValidProduct};
 use crate::storage::{self, StorageState};
 
 pub const KIND: &str = "DataProduct";
+
+/// How soon a product with a child its quota refused looks again.
+const QUOTA_RETRY: Duration = Duration::from_secs(30);
 
 /// The event streams of what a product owns or depends on.
 pub struct Watches {
@@ -186,7 +189,12 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         Err(problem) => return stall(&product, &ctx, Some(domain.name_any()), &problem).await,
     };
 
-    let find_domain = |name: &str| ctx.caches.domains.get(&ObjectRef::new(name));
+    // A domain on its way out is gone for grants and inputs. Its removal
+    // reaches watchers only as a deletion, which kube's shared reflectors do
+    // not pass on; a consumer reconciled (on the domain's last update) just
+    // before the domain left the cache would keep its grant until the next
+    // resync. The deletion timestamp comes early enough.
+    let find_domain = |name: &str| ctx.caches.domains.get(&ObjectRef::new(name)).filter(|d| d.metadata.deletion_timestamp.is_none());
     let find_product = |ns: &str, name: &str| ctx.caches.products.get(&ObjectRef::new(name).within(ns));
     let namespace_of = |d: &DataDomain| domain_namespace(d, &ctx);
     let inputs = render::resolve_inputs(&valid, &find_domain, &find_product, &namespace_of);
@@ -210,7 +218,16 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let now = jiff::Timestamp::now();
     let fresh = freshness(&product, &pipelines, now);
 
-    let mut computed = product_conditions(&valid, &applied, &storage_states, &pipelines, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
+    let mut computed =
+        product_conditions(&valid, &applied, &storage_states, &pipelines, &deployments, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
+    let stalled = computed.iter().find(|c| c.type_ == conditions::STALLED && c.status);
+    if let Some(stalled) = stalled {
+        let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == stalled.message) {
+            let message = stalled.message.clone();
+            ctx.publish(product.as_ref(), EventType::Warning, reason::FIELD_MANAGER_CONFLICT, "Yield", message, None).await;
+        }
+    }
     let compliance = compliance(&product, &domain, &ctx.caches.policies.state(), crate::controllers::policy::today());
     if !compliance.status {
         let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -232,6 +249,14 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     if created {
         requeue = Duration::from_secs(1);
     }
+    if !applied.refused.is_empty() {
+        // Quota frees up when something else in the namespace goes, which
+        // is no event of this product's: look again now and then.
+        requeue = requeue.min(QUOTA_RETRY);
+    }
+    if let Some(retry) = applied.conflicts.iter().filter_map(|c| c.retry_after).min() {
+        requeue = requeue.min(retry + Duration::from_secs(1));
+    }
     if let Some((_, Some(expires))) = fresh {
         // Wake up the moment freshness lapses instead of polling.
         requeue = requeue.min(expires + Duration::from_millis(500));
@@ -247,18 +272,47 @@ struct Applied {
     access_ok: bool,
     pipelines_ok: bool,
     created: bool,
+    /// Children a ResourceQuota refused; the pass went on with the others.
+    refused: Vec<Refusal>,
+    /// Children another field manager had changed (restored or yielded).
+    conflicts: Vec<Conflict>,
     result: Result<()>,
 }
 
+/// The part of a product (and its condition) a child belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Storage,
+    Access,
+    Pipelines,
+}
+
+/// A child that would exceed its namespace's ResourceQuota, with the API
+/// server's message (which names the quota, what was requested, used and
+/// allowed).
+struct Refusal {
+    part: Part,
+    message: String,
+}
+
 async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &ProductBundle, ctx: &Context) -> Applied {
-    let mut applied =
-        Applied { storage_ok: false, missing_backends: Vec::new(), access_ok: false, pipelines_ok: false, created: false, result: Ok(()) };
+    let mut applied = Applied {
+        storage_ok: false,
+        missing_backends: Vec::new(),
+        access_ok: false,
+        pipelines_ok: false,
+        created: false,
+        refused: Vec::new(),
+        conflicts: Vec::new(),
+        result: Ok(()),
+    };
     let c = &ctx.caches;
     let a = &ctx.applier;
     let result = async {
-        note(product, ctx, &bundle.service_account, a.apply(&c.service_accounts, &bundle.service_account).await?, &mut applied.created)
-            .await;
-        note(product, ctx, &bundle.descriptor, a.apply(&c.config_maps, &bundle.descriptor).await?, &mut applied.created).await;
+        let (sa, descriptor) = (&bundle.service_account, &bundle.descriptor);
+        settle(product, ctx, sa.object_ref(&()), a.apply_guarded(&c.service_accounts, sa).await, Part::Pipelines, &mut applied).await?;
+        settle(product, ctx, descriptor.object_ref(&()), a.apply_guarded(&c.config_maps, descriptor).await, Part::Access, &mut applied)
+            .await?;
 
         for (name, kind, objects) in &bundle.storage {
             let backend = storage::backend(*kind);
@@ -269,24 +323,38 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
             for object in objects {
                 let resource = resource_of(object);
                 let current = current_object(ctx, &resource, object).await?;
-                let outcome = ctx.applier.apply_dynamic(&resource, object, current.as_ref()).await?;
-                note_dynamic(product, ctx, &resource.kind, object, outcome, &mut applied.created).await;
+                let result = ctx.applier.apply_dynamic_guarded(&resource, object, current.as_ref()).await;
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some(resource.api_version.clone()),
+                    kind: Some(resource.kind.clone()),
+                    name: object.metadata.name.clone(),
+                    namespace: object.metadata.namespace.clone(),
+                    ..Default::default()
+                };
+                let refused = applied.refused.len();
+                settle(product, ctx, reference.clone(), result, Part::Storage, &mut applied).await?;
+                if applied.refused.len() == refused
+                    && let Some(released) = current.as_ref().filter(|c| c.labels().get(keys::LABEL_ORPHANED).is_some())
+                {
+                    reclaim(product, ctx, &resource, released, reference).await?;
+                }
             }
         }
         applied.storage_ok = true;
 
-        note(product, ctx, &bundle.role, a.apply(&c.roles, &bundle.role).await?, &mut applied.created).await;
+        let role = &bundle.role;
+        settle(product, ctx, role.object_ref(&()), a.apply_guarded(&c.roles, role).await, Part::Access, &mut applied).await?;
         for rb in &bundle.role_bindings {
-            let outcome = a.apply(&c.role_bindings, rb).await?;
+            let outcome =
+                settle(product, ctx, rb.object_ref(&()), a.apply_guarded(&c.role_bindings, rb).await, Part::Access, &mut applied).await?;
             if outcome == Outcome::Created {
                 let consumer = rb.annotations().get(keys::ANNOTATION_CONSUMER).cloned().unwrap_or_default();
                 let note = format!("Granted {consumer} read access to DataProduct {} (RoleBinding {})", valid.name, rb.name_any());
                 ctx.publish(product, EventType::Normal, "Granted", "Grant", note, Some(rb.object_ref(&()))).await;
             }
-            note(product, ctx, rb, outcome, &mut applied.created).await;
         }
         for np in &bundle.network_policies {
-            note(product, ctx, np, a.apply(&c.network_policies, np).await?, &mut applied.created).await;
+            settle(product, ctx, np.object_ref(&()), a.apply_guarded(&c.network_policies, np).await, Part::Access, &mut applied).await?;
         }
         // Revocations: grants of consumers no longer listed, only after every
         // grant still wanted is in place.
@@ -302,10 +370,10 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         applied.access_ok = true;
 
         for cj in &bundle.cron_jobs {
-            note(product, ctx, cj, a.apply(&c.cron_jobs, cj).await?, &mut applied.created).await;
+            settle(product, ctx, cj.object_ref(&()), a.apply_guarded(&c.cron_jobs, cj).await, Part::Pipelines, &mut applied).await?;
         }
         for d in &bundle.deployments {
-            note(product, ctx, d, a.apply(&c.deployments, d).await?, &mut applied.created).await;
+            settle(product, ctx, d.object_ref(&()), a.apply_guarded(&c.deployments, d).await, Part::Pipelines, &mut applied).await?;
         }
         let keep: Vec<String> = bundle.cron_jobs.iter().map(|j| j.name_any()).collect();
         for name in a.prune(&c.cron_jobs, |cj| owned_by(cj, valid.uid), &keep).await? {
@@ -322,6 +390,65 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
     .await;
     applied.result = result;
     applied
+}
+
+/// Takes back storage that an earlier product of the same name left behind
+/// under `Retain`: the apply has made this product its owner again; the
+/// marks of the release (label and annotation, written by the finalizer's
+/// merge patch, so not removed by meshplane's apply) go, or a claim in use
+/// would still read as orphaned.
+async fn reclaim(
+    product: &DataProduct,
+    ctx: &Context,
+    resource: &ApiResource,
+    released: &DynamicObject,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<()> {
+    let name = released.name_any();
+    let patch = json!({"metadata": {
+        "labels": {keys::LABEL_ORPHANED: null},
+        "annotations": {keys::ANNOTATION_ORPHANED_FROM: null},
+    }});
+    let params = PatchParams { field_manager: Some(keys::FIELD_MANAGER.into()), ..Default::default() };
+    Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &product.namespace().unwrap_or_default(), resource)
+        .patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("reclaiming {} {name}", resource.kind)))?;
+    let from = released.annotations().get(keys::ANNOTATION_ORPHANED_FROM).cloned().unwrap_or_else(|| "an earlier product".into());
+    let note = format!("Took back {} {name} with its data, retained from {from}", resource.kind);
+    tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
+    ctx.publish(product, EventType::Normal, "StorageReclaimed", "Provision", note, Some(reference)).await;
+    Ok(())
+}
+
+/// Takes one child's apply result into the pass. A ResourceQuota's refusal
+/// is recorded and the pass goes on: the product's other children do not
+/// depend on this one fitting, and a quick retry would not make it fit.
+/// Everything else that failed ends the pass (and is retried).
+async fn settle(
+    product: &DataProduct,
+    ctx: &Context,
+    child: k8s_openapi::api::core::v1::ObjectReference,
+    result: std::result::Result<Guarded, crate::apply::ApplyError>,
+    part: Part,
+    applied: &mut Applied,
+) -> Result<Outcome> {
+    let guarded = match result {
+        Ok(guarded) => guarded,
+        Err(error) => {
+            let Some(message) = error.quota_exceeded() else {
+                return Err(error.into());
+            };
+            tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{message}");
+            applied.refused.push(Refusal { part, message: message.to_string() });
+            return Ok(Outcome::Unchanged);
+        }
+    };
+    note(product, ctx, child, &guarded, &mut applied.created).await;
+    if let Some(conflict) = guarded.conflict {
+        applied.conflicts.push(conflict);
+    }
+    Ok(guarded.outcome)
 }
 
 fn owned_by<K: Resource>(object: &K, uid: &str) -> bool {
@@ -543,6 +670,7 @@ fn product_conditions(
     applied: &Applied,
     storage: &[(String, StorageState)],
     pipelines: &[PipelineStatus],
+    deployments: &[Arc<Deployment>],
     inputs: &[ResolvedInput],
     consumers: &[ResolvedConsumer],
     fresh: Option<&Computed>,
@@ -550,8 +678,17 @@ fn product_conditions(
     let error = applied.result.as_ref().err().map(ToString::to_string);
     let failed = |ok: bool| if ok { None } else { error.clone() };
 
+    // A part with a child its namespace's quota refused says so, in the API
+    // server's words (the quota's name, what was requested, used, allowed).
+    let refused = |part: Part| {
+        let messages: Vec<&str> = applied.refused.iter().filter(|r| r.part == part).map(|r| r.message.as_str()).collect();
+        (!messages.is_empty()).then(|| messages.join("; "))
+    };
+
     let storage_condition = if let Some(e) = failed(applied.storage_ok) {
         Computed::new(conditions::STORAGE_READY, false, reason::APPLY_FAILED, e)
+    } else if let Some(message) = refused(Part::Storage) {
+        Computed::new(conditions::STORAGE_READY, false, reason::QUOTA_EXCEEDED, message)
     } else if let Some((_, s)) = storage.iter().find(|(_, s)| !s.ready) {
         Computed::new(conditions::STORAGE_READY, false, s.reason, &s.message)
     } else if storage.is_empty() {
@@ -561,8 +698,26 @@ fn product_conditions(
         Computed::new(conditions::STORAGE_READY, true, reason::PROVISIONED, messages.join("; "))
     };
 
+    let pods_refused: Vec<String> = deployments
+        .iter()
+        .filter_map(|d| {
+            let failure = d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+            let message = failure.message.as_deref()?;
+            // Only from "exceeded quota" on: the text before names the
+            // refused pod, a new name at every attempt, which would rewrite
+            // the status each time.
+            let message = &message[message.find("exceeded quota")?..];
+            Some(format!("pipeline `{}`: pods {message}", d.labels().get(keys::LABEL_PIPELINE).map(String::as_str).unwrap_or_default()))
+        })
+        .collect();
     let pipelines_condition = if let Some(e) = failed(applied.pipelines_ok) {
         Computed::new(conditions::PIPELINES_READY, false, reason::APPLY_FAILED, e)
+    } else if let Some(message) = refused(Part::Pipelines) {
+        Computed::new(conditions::PIPELINES_READY, false, reason::QUOTA_EXCEEDED, message)
+    } else if !pods_refused.is_empty() {
+        // The ReplicaSet cannot create the pipeline's pods: the Deployment
+        // carries the quota's refusal as its ReplicaFailure condition.
+        Computed::new(conditions::PIPELINES_READY, false, reason::QUOTA_EXCEEDED, pods_refused.join("; "))
     } else if let Some(p) = pipelines.iter().find(|p| p.last_result.as_deref() == Some("Unavailable")) {
         Computed::new(
             conditions::PIPELINES_READY,
@@ -583,6 +738,8 @@ fn product_conditions(
 
     let access_condition = if let Some(e) = failed(applied.access_ok) {
         Computed::new(conditions::ACCESS_READY, false, reason::APPLY_FAILED, e)
+    } else if let Some(message) = refused(Part::Access) {
+        Computed::new(conditions::ACCESS_READY, false, reason::QUOTA_EXCEEDED, message)
     } else {
         let granted: Vec<String> =
             consumers.iter().filter(|c| !matches!(c, ResolvedConsumer::MissingDomain(_))).map(ResolvedConsumer::describe).collect();
@@ -616,6 +773,30 @@ fn product_conditions(
     if let Some(f) = fresh {
         computed.push(f.clone());
     }
+    // Yielding to another field manager needs a person: Stalled (kstatus).
+    let yielded: Vec<String> = applied
+        .conflicts
+        .iter()
+        .filter(|c| !c.restored)
+        .map(|c| {
+            format!(
+                "meshplane stopped forcing {} {} after {} restores within {}m: {}; the other values stay until that change is undone or the object is deleted (or at most {}m)",
+                c.kind,
+                c.name,
+                c.restores,
+                crate::apply::CONFLICT_WINDOW.as_secs() / 60,
+                c.describe(),
+                crate::apply::CONFLICT_WINDOW.as_secs() / 60
+            )
+        })
+        .collect();
+    if !yielded.is_empty() {
+        let message = yielded.join("; ");
+        computed.push(Computed::new(conditions::READY, false, reason::FIELD_MANAGER_CONFLICT, &message));
+        computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
+        computed.push(Computed::new(conditions::STALLED, true, reason::FIELD_MANAGER_CONFLICT, message));
+        return computed;
+    }
     if ready {
         let message = format!("DataProduct {} in domain {} is provisioned", valid.name, valid.domain_name);
         computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
@@ -623,7 +804,13 @@ fn product_conditions(
     } else {
         let waiting: Vec<&str> = computed.iter().filter(|c| !c.status && c.type_ != conditions::FRESH).map(|c| c.type_).collect();
         let message = format!("waiting for {}", waiting.join(", "));
-        let reason = if applied.result.is_err() { reason::APPLY_FAILED } else { reason::PROGRESSING };
+        let reason = if applied.result.is_err() {
+            reason::APPLY_FAILED
+        } else if computed.iter().any(|c| c.reason == reason::QUOTA_EXCEEDED) {
+            reason::QUOTA_EXCEEDED
+        } else {
+            reason::PROGRESSING
+        };
         computed.push(Computed::new(conditions::READY, false, reason, &message));
         computed.push(Computed::new(conditions::RECONCILING, true, reason, &message));
     }
@@ -740,36 +927,50 @@ async fn stall(product: &DataProduct, ctx: &Context, domain: Option<String>, pro
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-async fn note<K: Resource<DynamicType = ()>>(product: &DataProduct, ctx: &Context, child: &K, outcome: Outcome, created: &mut bool) {
-    let kind = K::kind(&());
-    ctx.metrics.applied(&kind, outcome.as_str());
-    if outcome == Outcome::Unchanged {
-        return;
-    }
-    *created |= outcome == Outcome::Created;
-    let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
-    let note = format!("{reason} {kind} {}", child.meta().name.as_deref().unwrap_or_default());
-    tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
-    ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(child.object_ref(&()))).await;
-}
-
-async fn note_dynamic(product: &DataProduct, ctx: &Context, kind: &str, object: &DynamicObject, outcome: Outcome, created: &mut bool) {
-    ctx.metrics.applied(kind, outcome.as_str());
-    if outcome == Outcome::Unchanged {
-        return;
-    }
-    *created |= outcome == Outcome::Created;
-    let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
-    let note = format!("{reason} {kind} {}", object.name_any());
-    tracing::info!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{note}");
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: object.types.as_ref().map(|t| t.api_version.clone()),
-        kind: Some(kind.to_string()),
-        name: object.metadata.name.clone(),
-        namespace: object.metadata.namespace.clone(),
-        ..Default::default()
+/// Counts a child's apply and makes it part of the audit trail: a Normal
+/// Event for a write, a Warning Event when another field manager had changed
+/// meshplane's fields (naming the object, the manager and the fields).
+async fn note(
+    product: &DataProduct,
+    ctx: &Context,
+    child: k8s_openapi::api::core::v1::ObjectReference,
+    guarded: &Guarded,
+    created: &mut bool,
+) {
+    let kind = child.kind.clone().unwrap_or_default();
+    let name = child.name.clone().unwrap_or_default();
+    let outcome = guarded.outcome;
+    let label = match &guarded.conflict {
+        Some(c) if c.restored => "restored",
+        Some(_) => "yielded",
+        None => outcome.as_str(),
     };
-    ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(reference)).await;
+    ctx.metrics.applied(&kind, label);
+    let at = (product.name_any(), product.namespace().unwrap_or_default());
+    match &guarded.conflict {
+        Some(conflict) if conflict.restored => {
+            let note = format!(
+                "Restored {kind} {name}: {}, which meshplane manages (restore {} of {} within {}m; then meshplane stops forcing)",
+                conflict.describe(),
+                conflict.restores,
+                crate::apply::CONFLICT_LIMIT,
+                crate::apply::CONFLICT_WINDOW.as_secs() / 60
+            );
+            tracing::warn!(product = %at.0, namespace = %at.1, "{note}");
+            ctx.publish(product, EventType::Warning, reason::FIELD_MANAGER_CONFLICT, "Restore", note, Some(child)).await;
+        }
+        // Yielding is reported as the Stalled condition, and its Event when
+        // the condition first appears (see `reconcile_pass`).
+        Some(_) => {}
+        None if outcome != Outcome::Unchanged => {
+            *created |= outcome == Outcome::Created;
+            let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
+            let note = format!("{reason} {kind} {name}");
+            tracing::info!(product = %at.0, namespace = %at.1, "{note}");
+            ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(child)).await;
+        }
+        None => {}
+    }
 }
 
 /// Applies each storage's deletion policy to the storage this product owns
@@ -816,7 +1017,11 @@ async fn finalize(product: &DataProduct, ctx: &Context) -> Result<Action> {
                             "labels": {keys::LABEL_ORPHANED: "true"},
                             "annotations": {keys::ANNOTATION_ORPHANED_FROM: format!("DataProduct {namespace}/{} (uid {uid})", product.name_any())},
                         }});
-                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        // Under meshplane's own field manager, not the client's
+                        // default ("unknown"), so the object's managedFields show who
+                        // released it.
+                        let params = PatchParams { field_manager: Some(keys::FIELD_MANAGER.into()), ..Default::default() };
+                        api.patch(&name, &params, &Patch::Merge(&patch))
                             .await
                             .map_err(Error::kube(format!("releasing {} {name}", resource.kind)))?;
                         let note = format!(
