@@ -124,6 +124,7 @@ struct Counters {
     service_accounts_dispatched: f64,
     /// 429s: every response code 429, and APF rejections.
     too_many: f64,
+    too_many_by: BTreeMap<String, f64>,
     rejected: f64,
 }
 
@@ -147,11 +148,14 @@ async fn counters(client: &Client) -> Counters {
         let (name, l, value) = labels(line);
         match name {
             "apiserver_request_total" => {
+                let verb = l.get("verb").copied().unwrap_or_default();
                 if l.get("code") == Some(&"429") {
                     c.too_many += value;
+                    let resource = l.get("resource").copied().unwrap_or_default();
+                    *c.too_many_by.entry(format!("{verb} {resource}")).or_default() += value;
                 }
-                let verb = l.get("verb").copied().unwrap_or_default();
-                if ["POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"].contains(&verb) {
+                // Server-side apply is counted as the verb APPLY.
+                if ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"].contains(&verb) {
                     let mut resource = l.get("resource").copied().unwrap_or_default().to_string();
                     if let Some(sub) = l.get("subresource").filter(|s| !s.is_empty()) {
                         resource = format!("{resource}/{sub}");
@@ -181,12 +185,26 @@ fn delta(after: &Counters, before: &Counters) -> Counters {
         mutating,
         service_accounts_dispatched: after.service_accounts_dispatched - before.service_accounts_dispatched,
         too_many: after.too_many - before.too_many,
+        too_many_by: after
+            .too_many_by
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.too_many_by.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
         rejected: after.rejected - before.rejected,
     }
 }
 
 fn total(c: &Counters) -> f64 {
     c.mutating.values().sum()
+}
+
+/// The writes meshplane makes: it writes with server-side apply (APPLY),
+/// patches (status, finalizers), creates Events and deletes; Kubernetes' own
+/// controllers here write with PUT (claim binding, quota status), and leases
+/// and endpoints are the control plane's own heartbeat.
+fn meshplane_writes(c: &Counters) -> f64 {
+    c.mutating.iter().filter(|((verb, resource), _)| verb != "PUT" && resource != "leases" && resource != "endpoints").map(|(_, v)| v).sum()
 }
 
 fn without_leases(c: &Counters) -> f64 {
@@ -424,6 +442,7 @@ struct Report {
     ratio: f64,
     floor_children_per_product: f64,
     writes_per_product: f64,
+    meshplane_writes_per_product: f64,
     writes_per_product_by_resource: BTreeMap<String, f64>,
     operator_requests_per_product: f64,
     writes_per_domain: f64,
@@ -446,6 +465,7 @@ struct Report {
     rss_relist_mib: f64,
     hwm_relist_mib: f64,
     http_429: f64,
+    http_429_by: BTreeMap<String, f64>,
     apf_rejected: f64,
 }
 
@@ -483,8 +503,13 @@ async fn main() {
     let started = Instant::now();
     apply_all(&sa, namespaces, c).await;
     apply_all(&sa, tenant, c).await;
+    // Usable as the operator's Ready means it: the quota controller has
+    // accounted every limit (until then the API server refuses objects the
+    // quota counts).
     await_ready(Api::<ResourceQuota>::all(admin.clone()), floor_selector, d, started, Duration::from_secs(1800), |q| {
-        q.status.as_ref().and_then(|s| s.hard.as_ref()).is_some_and(|h| !h.is_empty())
+        let hard = q.spec.as_ref().and_then(|s| s.hard.as_ref());
+        let used = q.status.as_ref().and_then(|s| s.used.as_ref());
+        hard.is_some_and(|h| h.keys().all(|k| used.is_some_and(|u| u.contains_key(k))))
     })
     .await;
     report.floor_domains_s = started.elapsed().as_secs_f64();
@@ -548,6 +573,7 @@ async fn main() {
     let after_products = counters(&admin).await;
     let wave = delta(&after_products, &before_products);
     report.writes_per_product = total(&wave) / n as f64;
+    report.meshplane_writes_per_product = meshplane_writes(&wave) / n as f64;
     report.writes_per_product_by_resource =
         wave.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), (v / n as f64 * 100.0).round() / 100.0)).collect();
     report.operator_requests_per_product = wave.service_accounts_dispatched / n as f64;
@@ -625,6 +651,7 @@ async fn main() {
 
     let all = delta(&counters(&admin).await, &start_counters);
     report.http_429 = all.too_many;
+    report.http_429_by = all.too_many_by;
     report.apf_rejected = all.rejected;
 
     print_report(&report);
@@ -645,6 +672,11 @@ fn print_report(r: &Report) {
         (
             "writes per product (all clients)".into(),
             format!("{:.2} (floor children {:.0})", r.writes_per_product, r.floor_children_per_product),
+            "",
+        ),
+        (
+            "writes per product by meshplane (APPLY, PATCH, POST, DELETE)".into(),
+            format!("{:.2}", r.meshplane_writes_per_product),
             "<= children + 1",
         ),
         ("operator requests per product (any verb)".into(), format!("{:.2}", r.operator_requests_per_product), ""),
@@ -674,6 +706,9 @@ fn print_report(r: &Report) {
     println!("\nwrites per product by verb and resource (all clients):");
     for (k, v) in &r.writes_per_product_by_resource {
         println!("  {k}: {v}");
+    }
+    if !r.http_429_by.is_empty() {
+        println!("HTTP 429 by verb and resource: {:?}", r.http_429_by);
     }
     if !r.steady_writes_by_resource.is_empty() {
         println!("steady-state writes by verb and resource:");

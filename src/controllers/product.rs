@@ -202,6 +202,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let bundle = render::render(&valid, &inputs, &consumers);
 
     let applied = apply(&product, &valid, &bundle, &ctx).await;
+    report_changes(&product, &ctx, &applied.changes).await;
     let storage_states = observe_storage(&valid, &bundle, &applied, &ctx).await;
     let jobs: Vec<Arc<Job>> = ctx
         .caches
@@ -239,14 +240,19 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     computed.insert(computed.len() - 3, compliance);
     let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
-    // pass, moments later), so a new product costs one status write.
+    // pass, moments later), and a new product's first report also waits, for
+    // a few seconds at most, while its claims bind and its continuous
+    // pipelines start: so a new product costs one status write, not one per
+    // step. Anything else (an error, a refusal, a missing input) is reported
+    // at once.
     let created = applied.created;
-    if !created || applied.result.is_err() {
+    let starting = settling(&product, &computed, jiff::Timestamp::now());
+    if (!created && !starting) || applied.result.is_err() {
         write_status(&product, &ctx, status, computed).await?;
     }
     applied.result?;
     let mut requeue = ctx.settings.resync;
-    if created {
+    if created || starting {
         requeue = Duration::from_secs(1);
     }
     if !applied.refused.is_empty() {
@@ -264,6 +270,26 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     Ok(Action::requeue(requeue))
 }
 
+/// How long a new product's first status may wait for its claims and
+/// continuous pipelines to come up.
+const SETTLE: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+
+/// True while a product that has never reported is only waiting for claims to
+/// bind or continuous pipelines to become available, and is younger than
+/// [`SETTLE`] (pure).
+fn settling(product: &DataProduct, computed: &[Computed], now: jiff::Timestamp) -> bool {
+    let never_reported = product.status.as_ref().is_none_or(|s| s.observed_generation.is_none());
+    let young = product.metadata.creation_timestamp.as_ref().is_some_and(|t| now.duration_since(t.0) < SETTLE);
+    let only_starting = computed.iter().all(|c| {
+        c.status
+            || [conditions::READY, conditions::RECONCILING, conditions::STALLED, conditions::FRESH].contains(&c.type_)
+            || (c.type_ == conditions::STORAGE_READY && ["Pending", "ClaimPending"].contains(&c.reason))
+            || (c.type_ == conditions::PIPELINES_READY && c.reason == reason::PROGRESSING)
+    });
+    let stalled = computed.iter().any(|c| c.type_ == conditions::STALLED && c.status);
+    never_reported && young && only_starting && !stalled
+}
+
 /// What applying the bundle achieved.
 struct Applied {
     storage_ok: bool,
@@ -272,6 +298,8 @@ struct Applied {
     access_ok: bool,
     pipelines_ok: bool,
     created: bool,
+    /// "created ServiceAccount a", "updated Role b", ...: one Event reports them.
+    changes: Vec<String>,
     /// Children a ResourceQuota refused; the pass went on with the others.
     refused: Vec<Refusal>,
     /// Children another field manager had changed (restored or yielded).
@@ -302,6 +330,7 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         access_ok: false,
         pipelines_ok: false,
         created: false,
+        changes: Vec::new(),
         refused: Vec::new(),
         conflicts: Vec::new(),
         result: Ok(()),
@@ -444,7 +473,8 @@ async fn settle(
             return Ok(Outcome::Unchanged);
         }
     };
-    note(product, ctx, child, &guarded, &mut applied.created).await;
+    note(product, ctx, child, &guarded, &mut applied.changes).await;
+    applied.created |= guarded.conflict.is_none() && guarded.outcome == Outcome::Created;
     if let Some(conflict) = guarded.conflict {
         applied.conflicts.push(conflict);
     }
@@ -935,7 +965,7 @@ async fn note(
     ctx: &Context,
     child: k8s_openapi::api::core::v1::ObjectReference,
     guarded: &Guarded,
-    created: &mut bool,
+    changes: &mut Vec<String>,
 ) {
     let kind = child.kind.clone().unwrap_or_default();
     let name = child.name.clone().unwrap_or_default();
@@ -962,15 +992,31 @@ async fn note(
         // Yielding is reported as the Stalled condition, and its Event when
         // the condition first appears (see `reconcile_pass`).
         Some(_) => {}
+        // Reported together, in one Event per pass (see `report_changes`):
+        // a new product costs one Event, not one per child.
         None if outcome != Outcome::Unchanged => {
-            *created |= outcome == Outcome::Created;
-            let reason = if outcome == Outcome::Created { "Created" } else { "Updated" };
-            let note = format!("{reason} {kind} {name}");
-            tracing::info!(product = %at.0, namespace = %at.1, "{note}");
-            ctx.publish(product, EventType::Normal, reason, "Provision", note, Some(child)).await;
+            let verb = if outcome == Outcome::Created { "created" } else { "updated" };
+            tracing::info!(product = %at.0, namespace = %at.1, "{verb} {kind} {name}");
+            changes.push(format!("{verb} {kind} {name}"));
         }
         None => {}
     }
+}
+
+/// One Event for every child a pass created or updated: "Created: created
+/// ServiceAccount a, created ConfigMap b, ..." (cut to the Event note's size).
+async fn report_changes(product: &DataProduct, ctx: &Context, changes: &[String]) {
+    if changes.is_empty() {
+        return;
+    }
+    let reason = if changes.iter().any(|c| c.starts_with("created")) { "Created" } else { "Updated" };
+    let mut note = changes.join(", ");
+    if note.len() > 1000 {
+        let cut = note.char_indices().map(|(i, _)| i).take_while(|i| *i <= 990).last().unwrap_or(0);
+        note.truncate(cut);
+        note.push_str(", ...");
+    }
+    ctx.publish(product, EventType::Normal, reason, "Provision", note, None).await;
 }
 
 /// Applies each storage's deletion policy to the storage this product owns
@@ -1099,5 +1145,30 @@ mod tests {
         assert_eq!(parse_slo("90m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_slo("2d"), Some(Duration::from_secs(172800)));
         assert_eq!(parse_slo("soon"), None);
+    }
+
+    #[test]
+    fn a_new_product_reports_once_unless_something_needs_a_person() {
+        let mut product: DataProduct = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meshplane.dev/v1alpha1", "kind": "DataProduct",
+            "metadata": {"name": "p", "namespace": "dm-a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {},
+        }))
+        .unwrap();
+        let at = |secs: i64| "2026-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap() + jiff::SignedDuration::from_secs(secs);
+        let binding = [
+            Computed::new(conditions::STORAGE_READY, false, "ClaimPending", "claim is Pending"),
+            Computed::new(conditions::PIPELINES_READY, false, reason::PROGRESSING, "not available yet"),
+            Computed::new(conditions::READY, false, reason::PROGRESSING, "waiting"),
+            Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
+        ];
+        assert!(settling(&product, &binding, at(2)));
+        assert!(!settling(&product, &binding, at(11)), "after 10 seconds it reports whatever it has");
+        let refused = [Computed::new(conditions::STORAGE_READY, false, reason::QUOTA_EXCEEDED, "exceeded quota")];
+        assert!(!settling(&product, &refused, at(2)), "a refusal is reported at once");
+        let input = [Computed::new(conditions::INPUTS_READY, false, "AccessDenied", "no grant")];
+        assert!(!settling(&product, &input, at(2)), "a missing grant is reported at once");
+        product.status = Some(crate::api::product::DataProductStatus { observed_generation: Some(1), ..Default::default() });
+        assert!(!settling(&product, &binding, at(2)), "only the first report waits");
     }
 }
