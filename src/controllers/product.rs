@@ -240,19 +240,14 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     computed.insert(computed.len() - 3, compliance);
     let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
-    // pass, moments later), and a new product's first report also waits, for
-    // a few seconds at most, while its claims bind and its continuous
-    // pipelines start: so a new product costs one status write, not one per
-    // step. Anything else (an error, a refusal, a missing input) is reported
-    // at once.
+    // pass, moments later), so a new product costs one status write.
     let created = applied.created;
-    let starting = settling(&product, &computed, jiff::Timestamp::now());
-    if (!created && !starting) || applied.result.is_err() {
+    if !created || applied.result.is_err() {
         write_status(&product, &ctx, status, computed).await?;
     }
     applied.result?;
     let mut requeue = ctx.settings.resync;
-    if created || starting {
+    if created {
         requeue = Duration::from_secs(1);
     }
     if !applied.refused.is_empty() {
@@ -268,26 +263,6 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         requeue = requeue.min(expires + Duration::from_millis(500));
     }
     Ok(Action::requeue(requeue))
-}
-
-/// How long a new product's first status may wait for its claims and
-/// continuous pipelines to come up.
-const SETTLE: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
-
-/// True while a product that has never reported is only waiting for claims to
-/// bind or continuous pipelines to become available, and is younger than
-/// [`SETTLE`] (pure).
-fn settling(product: &DataProduct, computed: &[Computed], now: jiff::Timestamp) -> bool {
-    let never_reported = product.status.as_ref().is_none_or(|s| s.observed_generation.is_none());
-    let young = product.metadata.creation_timestamp.as_ref().is_some_and(|t| now.duration_since(t.0) < SETTLE);
-    let only_starting = computed.iter().all(|c| {
-        c.status
-            || [conditions::READY, conditions::RECONCILING, conditions::STALLED, conditions::FRESH].contains(&c.type_)
-            || (c.type_ == conditions::STORAGE_READY && ["Pending", "ClaimPending"].contains(&c.reason))
-            || (c.type_ == conditions::PIPELINES_READY && c.reason == reason::PROGRESSING)
-    });
-    let stalled = computed.iter().any(|c| c.type_ == conditions::STALLED && c.status);
-    never_reported && young && only_starting && !stalled
 }
 
 /// What applying the bundle achieved.
@@ -1145,30 +1120,5 @@ mod tests {
         assert_eq!(parse_slo("90m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_slo("2d"), Some(Duration::from_secs(172800)));
         assert_eq!(parse_slo("soon"), None);
-    }
-
-    #[test]
-    fn a_new_product_reports_once_unless_something_needs_a_person() {
-        let mut product: DataProduct = serde_json::from_value(serde_json::json!({
-            "apiVersion": "meshplane.dev/v1alpha1", "kind": "DataProduct",
-            "metadata": {"name": "p", "namespace": "dm-a", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {},
-        }))
-        .unwrap();
-        let at = |secs: i64| "2026-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap() + jiff::SignedDuration::from_secs(secs);
-        let binding = [
-            Computed::new(conditions::STORAGE_READY, false, "ClaimPending", "claim is Pending"),
-            Computed::new(conditions::PIPELINES_READY, false, reason::PROGRESSING, "not available yet"),
-            Computed::new(conditions::READY, false, reason::PROGRESSING, "waiting"),
-            Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
-        ];
-        assert!(settling(&product, &binding, at(2)));
-        assert!(!settling(&product, &binding, at(11)), "after 10 seconds it reports whatever it has");
-        let refused = [Computed::new(conditions::STORAGE_READY, false, reason::QUOTA_EXCEEDED, "exceeded quota")];
-        assert!(!settling(&product, &refused, at(2)), "a refusal is reported at once");
-        let input = [Computed::new(conditions::INPUTS_READY, false, "AccessDenied", "no grant")];
-        assert!(!settling(&product, &input, at(2)), "a missing grant is reported at once");
-        product.status = Some(crate::api::product::DataProductStatus { observed_generation: Some(1), ..Default::default() });
-        assert!(!settling(&product, &binding, at(2)), "only the first report waits");
     }
 }
