@@ -27,7 +27,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,27 +220,16 @@ struct Operator {
 }
 
 fn start_operator(kubeconfig: &str) -> Operator {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics = format!("127.0.0.1:{port}");
-    let dir = support::cluster_dir();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane-bench.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-        .args(["run", "--metrics-addr", &metrics, "--catalog-addr", "127.0.0.1:0", "--identity", "bench"])
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting meshplane");
-    std::fs::create_dir_all(dir.join("pids")).unwrap();
-    std::fs::write(dir.join("pids/meshplane.pid"), child.id().to_string()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while support::http_get(&metrics, "/readyz").is_none_or(|(code, _)| code != 200) {
-        assert!(Instant::now() < deadline, "meshplane did not become ready; see {}", dir.join("logs/meshplane-bench.log").display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, metrics) = support::spawn_meshplane(
+        std::path::Path::new(kubeconfig),
+        "meshplane-bench",
+        &["--catalog-addr", "127.0.0.1:0", "--identity", "bench"],
+        &[("RUST_LOG", "info,kube=warn")],
+    );
+    let pids = support::cluster_dir().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    std::fs::write(pids.join("meshplane.pid"), child.id().to_string()).unwrap();
+    support::wait_ready(&metrics, "meshplane-bench", Duration::from_secs(120));
     Operator { child, metrics }
 }
 

@@ -45,7 +45,7 @@ mod invariants;
 mod rng;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -163,20 +163,12 @@ struct Operator {
 
 impl Operator {
     fn spawn(identity: &str) -> Operator {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(cluster_dir().join(format!("logs/chaos-{identity}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-            .args(["run", "--metrics-addr", &addr, "--catalog-addr", "127.0.0.1:0", "--identity", identity])
-            .env("KUBECONFIG", cluster_dir().join("meshplane.kubeconfig"))
-            .env("POD_NAME", identity)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting meshplane");
+        let (child, addr) = spawn_meshplane(
+            &cluster_dir().join("meshplane.kubeconfig"),
+            &format!("chaos-{identity}"),
+            &["--catalog-addr", "127.0.0.1:0", "--identity", identity],
+            &[("POD_NAME", identity), ("RUST_LOG", "info,kube=warn")],
+        );
         Operator { identity: identity.to_string(), addr, child }
     }
 

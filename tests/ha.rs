@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -28,17 +28,8 @@ struct Replica {
 
 fn spawn_replica(identity: &str) -> Replica {
     let kubeconfig = cluster_dir().join("meshplane.kubeconfig");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(cluster_dir().join(format!("logs/{identity}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-        .args(["run", "--resync", "2s", "--metrics-addr", &addr, "--catalog-addr", "127.0.0.1:0", "--identity", identity])
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (child, addr) =
+        spawn_meshplane(&kubeconfig, identity, &["--resync", "2s", "--catalog-addr", "127.0.0.1:0", "--identity", identity], &[]);
     Replica { identity: identity.to_string(), addr, child }
 }
 

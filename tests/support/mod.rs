@@ -178,37 +178,60 @@ pub fn operator() -> String {
     let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
     assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
     let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
     let catalog_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let catalog_addr = format!("127.0.0.1:{catalog_port}");
     std::fs::write(dir.join("meshplane.catalog"), &catalog_addr).unwrap();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::create_dir_all(dir.join("pids")).unwrap();
-    let log = OpenOptions::new().create(true).append(true).open(dir.join("logs/meshplane.log")).unwrap();
     // Deliberately never waited on: the operator outlives this test process
     // and serves the next test binaries; cluster/down.sh stops it by PID.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(&binary)
-        .args(["run", "--resync", "2s", "--metrics-addr", &addr, "--catalog-addr", &catalog_addr])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,meshplane=debug,kube=warn")
+    let (child, addr) = spawn_meshplane(
+        Path::new(&kubeconfig),
+        "meshplane",
+        &["--resync", "2s", "--catalog-addr", &catalog_addr],
+        &[("RUST_LOG", "info,meshplane=debug,kube=warn")],
+    );
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
+    std::fs::write(&addr_file, &addr).unwrap();
+    wait_ready(&addr, "meshplane", Duration::from_secs(60));
+    *started = Some(addr.clone());
+    addr
+}
+
+/// Starts `meshplane run` with `args` as the identity in `kubeconfig`, with
+/// metrics on a free port, its output appended to `logs/<log>.log`. Returns
+/// the process (not waited for) and its metrics address.
+pub fn spawn_meshplane(kubeconfig: &Path, log: &str, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let logs = cluster_dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = OpenOptions::new().create(true).append(true).open(logs.join(format!("{log}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
+        .args(["run", "--metrics-addr", &addr])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("starting meshplane");
-    std::fs::write(&pid_file, child.id().to_string()).unwrap();
-    std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
-    std::fs::write(&addr_file, &addr).unwrap();
-    // Ready means every cache has synced.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(&addr, "/readyz").is_none_or(|(code, _)| code != 200) {
-        assert!(Instant::now() < deadline, "meshplane did not become ready; see {}", dir.join("logs/meshplane.log").display());
-        std::thread::sleep(Duration::from_millis(100));
+    (child, addr)
+}
+
+/// Blocks until the meshplane serving metrics at `addr` has synced every
+/// cache, or panics after `timeout` naming its log (`logs/<log>.log`).
+pub fn wait_ready(addr: &str, log: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while http_get(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
+        assert!(
+            Instant::now() < deadline,
+            "meshplane did not become ready; see {}",
+            cluster_dir().join(format!("logs/{log}.log")).display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    *started = Some(addr.clone());
-    addr
 }
 
 fn wait_gone(pid: &str) {
