@@ -26,14 +26,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(product: DataProduct) -> Entry {
+    fn new(product: Arc<DataProduct>) -> Entry {
         let spec = &product.spec;
         let mut text = product.metadata.name.clone().unwrap_or_default();
         for field in spec.description.iter().chain(&spec.tags).chain(spec.output_ports.iter().flat_map(|p| &p.schema).map(|f| &f.name)) {
             text.push(SEPARATOR);
             text.push_str(field);
         }
-        Entry { summary: summary(&product), text: text.to_lowercase(), product: Arc::new(product) }
+        Entry { summary: summary(&product), text: text.to_lowercase(), product }
     }
 
     /// Whether the entry satisfies every part of the query; `needle` finds
@@ -76,10 +76,20 @@ impl Index {
     /// Applies one watch event. A relist (`Init` … `InitDone`) replaces the
     /// whole index when it completes, dropping products deleted meanwhile.
     pub fn apply(&self, event: &watcher::Event<DataProduct>) {
+        self.apply_shared(event, |_| None)
+    }
+
+    /// Like [`Index::apply`], but an entry points at the product `cached`
+    /// holds (the operator's cache, which has it already) when that is the
+    /// same version: the index adds its prepared text to the cache, not a
+    /// second copy of every product.
+    pub fn apply_shared(&self, event: &watcher::Event<DataProduct>, cached: impl Fn(&DataProduct) -> Option<Arc<DataProduct>>) {
+        let same = |p: &DataProduct| cached(p).filter(|c| c.metadata.resource_version == p.metadata.resource_version);
+        let shared = |p: &DataProduct| same(p).unwrap_or_else(|| Arc::new(p.clone()));
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(p) => {
-                inner.entries.insert(key_of(p), Arc::new(Entry::new(p.clone())));
+                inner.entries.insert(key_of(p), Arc::new(Entry::new(shared(p))));
             }
             watcher::Event::Delete(p) => {
                 inner.entries.remove(&key_of(p));
@@ -90,7 +100,9 @@ impl Index {
                 // Unchanged products keep their prepared entry.
                 let unchanged = inner.entries.get(&key).is_some_and(|e| e.product.metadata.resource_version == p.metadata.resource_version);
                 if !unchanged {
-                    inner.entries.insert(key.clone(), Arc::new(Entry::new(p.clone())));
+                    // The cache takes a relist's objects only when it is
+                    // complete: a copy for now, shared at `InitDone`.
+                    inner.entries.insert(key.clone(), Arc::new(Entry::new(shared(p))));
                 }
                 if let Some(relisted) = inner.relisted.as_mut() {
                     relisted.insert(key);
@@ -99,6 +111,11 @@ impl Index {
             watcher::Event::InitDone => {
                 if let Some(relisted) = inner.relisted.take() {
                     inner.entries.retain(|k, _| relisted.contains(k));
+                }
+                for entry in inner.entries.values_mut() {
+                    if let Some(cached) = same(&entry.product).filter(|c| !Arc::ptr_eq(c, &entry.product)) {
+                        *entry = Arc::new(Entry::new(cached));
+                    }
                 }
             }
         }

@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events};
+use super::{Context, Events, arrivals_and_departures};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::{DataDomain, DataDomainStatus, DataProduct};
 use crate::apply::Outcome;
@@ -55,7 +55,8 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .owns_shared_stream(watches.network_policies)
         // A product's arrival or departure changes its domain's count and may
         // unblock the domain's deletion.
-        .watches_shared_stream(watches.products, move |product| {
+        // Only those: a product's status writes do not wake its domain.
+        .watches_shared_stream(arrivals_and_departures(watches.products), move |product| {
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
             Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
         })
@@ -82,6 +83,7 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %domain.namespace().unwrap_or_default(), name = %domain.name_any());
+    ctx.synced().await;
     reconcile_pass(domain, ctx).instrument(span).await
 }
 
@@ -127,7 +129,12 @@ async fn reconcile_pass(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Ac
     let quota = ctx.caches.quotas.get(&ObjectRef::from_obj(&bundle.quota));
     let unaccounted = quota_unaccounted(&bundle.quota, quota.as_deref());
     let computed = provisioned_conditions(&valid, &bundle, &applied, &unaccounted);
-    write_status(&domain, &ctx, Some((valid.namespace.clone(), products)), computed).await?;
+    let provisioned = Some((valid.namespace.clone(), products));
+    if let Some(wait) = hold_count(&domain, &ctx, provisioned.clone(), &computed) {
+        applied.result?;
+        return Ok(Action::requeue(wait));
+    }
+    write_status(&domain, &ctx, provisioned, computed).await?;
     applied.result?;
     Ok(Action::requeue(ctx.settings.resync))
 }
@@ -247,8 +254,40 @@ async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &s
     }
 }
 
+/// A burst of new products (a GitOps sync, a migration) updates its domain's
+/// count at most once per interval, not once per product.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long to hold back a status whose only change is the product count,
+/// when the count was written less than [`COUNT_INTERVAL`] ago; `None` to
+/// write now (and the time of this count write is noted).
+fn hold_count(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i32)>, computed: &[Computed]) -> Option<Duration> {
+    let current = domain.status.as_ref()?;
+    let next = next_status(domain, provisioned, computed, &conditions::now());
+    if next.data_products == current.data_products {
+        return None;
+    }
+    let only_the_count = DataDomainStatus { data_products: current.data_products, ..next } == *current;
+    let mut written = ctx.counts_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = std::time::Instant::now();
+    match written.get(&domain.name_any()) {
+        Some(at) if only_the_count && now.duration_since(*at) < COUNT_INTERVAL => Some(COUNT_INTERVAL - now.duration_since(*at)),
+        _ => {
+            written.insert(domain.name_any(), now);
+            None
+        }
+    }
+}
+
+/// The domain's products, but for those being deleted: a product's removal
+/// is no event the domain controller sees, the start of its deletion is.
 fn product_count(namespace: &str, ctx: &Context) -> i32 {
-    ctx.caches.products.state().iter().filter(|p| p.namespace().as_deref() == Some(namespace)).count() as i32
+    ctx.caches
+        .products
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace) && p.metadata.deletion_timestamp.is_none())
+        .count() as i32
 }
 
 fn stalled_conditions(why: &'static str, message: &str) -> Vec<Computed> {
@@ -374,11 +413,16 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
     };
     if owned {
         if domain.spec.deletion_policy == crate::api::domain::DomainDeletionPolicy::Block {
+            // Whether every product left is already on its way out.
+            let mut going = false;
             // Ask the API server, not the cache: a product the cache has not
             // seen yet must not be deleted with the namespace.
             let products = match Api::<DataProduct>::namespaced(ctx.client.clone(), &namespace).list_metadata(&ListParams::default()).await
             {
-                Ok(list) => list.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+                Ok(list) => {
+                    going = list.items.iter().all(|p| p.metadata.deletion_timestamp.is_some());
+                    list.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
                 Err(e) => {
                     return Err(Error::kube(format!("listing DataProducts in {namespace}"))(e));
@@ -404,9 +448,10 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 ];
                 let provisioned = Some((namespace.clone(), products.len() as i32));
                 write_status(domain, ctx, provisioned, computed).await?;
-                // Product deletions trigger a pass through the product watch;
-                // the requeue is a safety net.
-                return Ok(Action::requeue(Duration::from_secs(30)));
+                // A product's deletion reaches the domain when it starts, not
+                // when it ends (its removal is no watch event the controller
+                // sees): look again soon while the last ones are going.
+                return Ok(Action::requeue(Duration::from_secs(if going { 2 } else { 30 })));
             }
         }
         match Api::<Namespace>::all(ctx.client.clone()).delete(&namespace, &DeleteParams::background()).await {

@@ -74,18 +74,82 @@ pub struct Caches {
 pub struct Context {
     pub client: Client,
     pub applier: Applier,
-    pub recorder: Recorder,
+    /// Who publishes Events (see [`Context::publish`]).
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub caches: Caches,
     pub leadership: Leadership,
+    /// When each domain's product count was last written (see
+    /// `domain::COUNT_INTERVAL`).
+    pub counts_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// True once every cache has synced (see [`Context::synced`]).
+    pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The events of one kind that reach one controller: all of them while this
 /// replica leads, none while it stands by (its caches stay current either way).
 pub type Events<K> = BoxStream<'static, Arc<K>>;
 
+/// Passes an object's event on only when `key` of it differs from the last
+/// one passed on for that object; an object's first event always passes.
+/// A controller that reads a few fields of another kind is then not woken by
+/// that kind's other writes (a status it does not read, a product count).
+pub fn when_changed<K, T>(events: Events<K>, key: impl Fn(&K) -> T + Send + 'static) -> Events<K>
+where
+    K: Resource + Send + Sync + 'static,
+    T: PartialEq + Send + 'static,
+{
+    // By namespace and name: an object deleted and made again replaces its
+    // entry, so the map is bounded by the names in use, not by churn.
+    let mut last = std::collections::HashMap::<(Option<String>, String), T>::new();
+    events
+        .filter(move |object| {
+            let meta = object.meta();
+            let id = (meta.namespace.clone(), meta.name.clone().unwrap_or_default());
+            let key = key(object);
+            let changed = last.get(&id) != Some(&key);
+            if changed {
+                last.insert(id, key);
+            }
+            futures::future::ready(changed)
+        })
+        .boxed()
+}
+
+/// A product or domain's identity: its uid, and whether it is being deleted.
+fn existence<K: Resource>(object: &K) -> (Option<String>, bool) {
+    (object.meta().uid.clone(), object.meta().deletion_timestamp.is_some())
+}
+
+/// Changes to what others read of an object: its spec (the generation), its
+/// labels, its existence.
+pub fn spec_changes<K: Resource + Send + Sync + 'static>(events: Events<K>) -> Events<K> {
+    when_changed(events, |o| (existence(o), o.meta().generation, o.meta().labels.clone()))
+}
+
+/// Changes to what others read of a domain: its spec and labels, its
+/// existence, and its namespace.
+pub fn domain_changes(events: Events<DataDomain>) -> Events<DataDomain> {
+    when_changed(events, |d| {
+        (existence(d), d.metadata.generation, d.metadata.labels.clone(), d.status.as_ref().and_then(|s| s.namespace.clone()))
+    })
+}
+
+/// A product's arrival and the start of its deletion.
+pub fn arrivals_and_departures(events: Events<DataProduct>) -> Events<DataProduct> {
+    when_changed(events, existence)
+}
+
 impl Context {
+    /// Waits until every cache has synced. A pass compares what it wants with
+    /// the caches; one that ran on a cache still listing would take a child
+    /// it has not seen yet for a missing one and write it again (after a
+    /// restart: every domain's RoleBindings, every product's grants).
+    pub async fn synced(&self) {
+        let _ = self.synced.clone().wait_for(|synced| *synced).await;
+    }
+
     /// Adds `finalizer` to the object unless it has it.
     pub async fn add_finalizer<K>(&self, object: &K, finalizer: &str) -> error::Result<()>
     where
@@ -141,7 +205,12 @@ impl Context {
     ) {
         let event =
             kube::runtime::events::Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: related };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        // A Recorder per Event: kube's Recorder keeps every Event it published
+        // for six minutes (to count repeats), which after a burst of new
+        // products is megabytes held for nothing; meshplane publishes an Event
+        // only when something changed, so there are no repeats to count.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, "could not publish event");
         }
     }
@@ -173,26 +242,38 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     fn watch(client: &Client, config: watcher::Config, subscribers: usize) -> Self {
-        Self::watch_observed(client, config, subscribers, |_| {})
+        Self::watch_observed(client, config, subscribers, |_| {}, |_, _| {})
     }
 
-    /// Like `watch`, and `observe` sees every event once the cache holds it.
+    /// Like `watch`, caching each object as `trim` leaves it (managedFields
+    /// always go).
+    fn watch_trimmed(client: &Client, config: watcher::Config, subscribers: usize, trim: impl FnMut(&mut K) + Send + 'static) -> Self {
+        Self::watch_observed(client, config, subscribers, trim, |_, _| {})
+    }
+
+    /// Like `watch_trimmed`, and `observe` sees every event once the cache
+    /// holds it.
     fn watch_observed(
         client: &Client,
         config: watcher::Config,
         subscribers: usize,
-        observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+        mut trim: impl FnMut(&mut K) + Send + 'static,
+        observe: impl Fn(&watcher::Event<K>, &Store<K>) + Send + 'static,
     ) -> Self {
         let (store, writer) = reflector::store_shared(1024);
         let subscribers = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
         let kind = K::kind(&()).into_owned();
+        let cache = store.clone();
         let driver = watcher(Api::<K>::all(client.clone()), config)
             .default_backoff()
-            .modify(|object| object.meta_mut().managed_fields = None)
+            .modify(move |object| {
+                object.meta_mut().managed_fields = None;
+                trim(object);
+            })
             .reflect_shared(writer)
             .filter_map(move |event| {
                 match event {
-                    Ok(event) => observe(&event),
+                    Ok(event) => observe(&event, &cache),
                     Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
                 }
                 futures::future::ready(None::<()>)
@@ -225,9 +306,9 @@ pub async fn run(
     let mut domains = Shared::<DataDomain>::watch(&client, all(), 3);
     // The catalog's search index follows the products' watch.
     let index = Arc::new(crate::catalog::index::Index::default());
-    let mut products = Shared::<DataProduct>::watch_observed(&client, all(), 4, {
+    let mut products = Shared::<DataProduct>::watch_observed(&client, all(), 4, |_| {}, {
         let index = index.clone();
-        move |event| index.apply(event)
+        move |event, cache| index.apply_shared(event, |p| cache.get(&reflector::ObjectRef::from_obj(p)))
     });
     let mut policies = Shared::<GovernancePolicy>::watch(&client, all(), 2);
     let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, owned(), 1);
@@ -241,7 +322,9 @@ pub async fn run(
     let mut service_accounts = Shared::<ServiceAccount>::watch(&client, owned(), 1);
     let mut config_maps = Shared::<ConfigMap>::watch(&client, owned(), 1);
     let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, owned(), 1);
-    let mut cron_jobs = Shared::<CronJob>::watch(&client, owned(), 1);
+    // Runs are read from the Jobs; a CronJob's status (its active Jobs, its
+    // last schedule) is not read, so not kept.
+    let mut cron_jobs = Shared::<CronJob>::watch_trimmed(&client, owned(), 1, |cj| cj.status = None);
     let mut deployments = Shared::<Deployment>::watch(&client, owned(), 1);
     let mut jobs = Shared::<Job>::watch(&client, owned(), 1);
 
@@ -270,16 +353,18 @@ pub async fn run(
         products: caches.products.clone(),
         index: index.clone(),
     }));
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() });
+    let reporter = Reporter { controller: keys::EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
         applier: Applier::new(client.clone()),
-        recorder,
+        reporter,
         metrics,
         settings,
         caches: caches.clone(),
         leadership: leadership.clone(),
+        counts_written: Default::default(),
+        synced,
     });
     let l = &leadership;
 
@@ -406,6 +491,7 @@ pub async fn run(
         ];
         if futures::future::try_join_all(waits).await.is_ok() {
             tracing::info!("caches synced; ready");
+            let _ = synced_tx.send(true);
             readiness.set_ready();
         }
     };

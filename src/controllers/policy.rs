@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events};
+use super::{Context, Events, domain_changes, spec_changes};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::policy::GovernancePolicyStatus;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
@@ -47,9 +47,9 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .owns_shared_stream(watches.admission_policies)
         .owns_shared_stream(watches.admission_bindings)
         // Selectors pick domains by label; any domain change may change the scope.
-        .watches_shared_stream(watches.domains, move |_| every(&all_for_domains))
+        .watches_shared_stream(domain_changes(watches.domains), move |_| every(&all_for_domains))
         // Violation counts follow the products.
-        .watches_shared_stream(watches.products, move |_| every(&all_for_products))
+        .watches_shared_stream(spec_changes(watches.products), move |_| every(&all_for_products))
         // A new leader reconciles everything once.
         .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
@@ -89,6 +89,7 @@ async fn reconcile(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<A
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
+    ctx.synced().await;
     reconcile_pass(policy, ctx).instrument(span).await
 }
 

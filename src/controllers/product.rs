@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events};
+use super::{Context, Events, domain_changes, spec_changes};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
@@ -81,13 +81,17 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         })
         // A producer's change (a grant, a deletion, a deprecation) reaches
         // every product that reads it.
-        .watches_shared_stream(watches.producers, move |producer| {
+        // What consumers read of a producer is its spec and labels, so its
+        // status writes wake nobody.
+        .watches_shared_stream(spec_changes(watches.producers), move |producer| {
             let domain = producer.labels().get(keys::LABEL_DOMAIN).cloned().unwrap_or_default();
             consumers_of(&products, producer.namespace().as_deref(), &producer.name_any(), &domain)
         })
         // A domain's change (its classes, its people, its existence) reaches
         // its own products and those that grant it access.
-        .watches_shared_stream(watches.domains, move |domain| {
+        // Products read a domain's spec, namespace and existence: its other
+        // status writes (its product count, its conditions) wake none of them.
+        .watches_shared_stream(domain_changes(watches.domains), move |domain| {
             let name = domain.name_any();
             let namespace = domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(&domain, &settings));
             products_for_domains
@@ -170,6 +174,7 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %product.namespace().unwrap_or_default(), name = %product.name_any());
+    ctx.synced().await;
     reconcile_pass(product, ctx).instrument(span).await
 }
 
@@ -202,7 +207,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let bundle = render::render(&valid, &inputs, &consumers);
 
     let applied = apply(&product, &valid, &bundle, &ctx).await;
-    report_changes(&product, &ctx, &applied.changes).await;
+    report_changes(&product, &ctx, &applied).await;
     let storage_states = observe_storage(&valid, &bundle, &applied, &ctx).await;
     let jobs: Vec<Arc<Job>> = ctx
         .caches
@@ -273,7 +278,12 @@ struct Applied {
     access_ok: bool,
     pipelines_ok: bool,
     created: bool,
-    /// "created ServiceAccount a", "updated Role b", ...: one Event reports them.
+    /// The pass created the product's first child: it provisioned the product.
+    first: bool,
+    /// The pass granted a consumer access.
+    granted: bool,
+    /// "created ServiceAccount a", "granted domain b read access (RoleBinding
+    /// c)", "updated Role d", ...: one Event reports them.
     changes: Vec<String>,
     /// Children a ResourceQuota refused; the pass went on with the others.
     refused: Vec<Refusal>,
@@ -305,6 +315,8 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         access_ok: false,
         pipelines_ok: false,
         created: false,
+        first: false,
+        granted: false,
         changes: Vec::new(),
         refused: Vec::new(),
         conflicts: Vec::new(),
@@ -314,7 +326,10 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
     let a = &ctx.applier;
     let result = async {
         let (sa, descriptor) = (&bundle.service_account, &bundle.descriptor);
-        settle(product, ctx, sa.object_ref(&()), a.apply_guarded(&c.service_accounts, sa).await, Part::Pipelines, &mut applied).await?;
+        let outcome =
+            settle(product, ctx, sa.object_ref(&()), a.apply_guarded(&c.service_accounts, sa).await, Part::Pipelines, &mut applied).await?;
+        // Every product's first child: this pass provisions the product.
+        applied.first = outcome == Outcome::Created;
         settle(product, ctx, descriptor.object_ref(&()), a.apply_guarded(&c.config_maps, descriptor).await, Part::Access, &mut applied)
             .await?;
 
@@ -352,9 +367,13 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
             let outcome =
                 settle(product, ctx, rb.object_ref(&()), a.apply_guarded(&c.role_bindings, rb).await, Part::Access, &mut applied).await?;
             if outcome == Outcome::Created {
+                // Said in the pass's one Event: "granted <consumer> read
+                // access (RoleBinding x)" in place of "created RoleBinding x".
                 let consumer = rb.annotations().get(keys::ANNOTATION_CONSUMER).cloned().unwrap_or_default();
-                let note = format!("Granted {consumer} read access to DataProduct {} (RoleBinding {})", valid.name, rb.name_any());
-                ctx.publish(product, EventType::Normal, "Granted", "Grant", note, Some(rb.object_ref(&()))).await;
+                let created = format!("created RoleBinding {}", rb.name_any());
+                applied.changes.retain(|c| *c != created);
+                applied.changes.push(format!("granted {consumer} read access (RoleBinding {})", rb.name_any()));
+                applied.granted = true;
             }
         }
         for np in &bundle.network_policies {
@@ -979,12 +998,24 @@ async fn note(
 }
 
 /// One Event for every child a pass created or updated: "Created: created
-/// ServiceAccount a, created ConfigMap b, ..." (cut to the Event note's size).
-async fn report_changes(product: &DataProduct, ctx: &Context, changes: &[String]) {
+/// ServiceAccount a, created ConfigMap b, granted domain c read access
+/// (RoleBinding d), ..." (cut to the Event note's size). Its reason is
+/// `Created` for a new product, `Granted` when a later pass grants a consumer,
+/// else `Created` or `Updated`.
+async fn report_changes(product: &DataProduct, ctx: &Context, applied: &Applied) {
+    let changes = &applied.changes;
     if changes.is_empty() {
         return;
     }
-    let reason = if changes.iter().any(|c| c.starts_with("created")) { "Created" } else { "Updated" };
+    let reason = if applied.first {
+        "Created"
+    } else if applied.granted {
+        "Granted"
+    } else if changes.iter().any(|c| c.starts_with("created")) {
+        "Created"
+    } else {
+        "Updated"
+    };
     let mut note = changes.join(", ");
     if note.len() > 1000 {
         let cut = note.char_indices().map(|(i, _)| i).take_while(|i| *i <= 990).last().unwrap_or(0);
