@@ -451,6 +451,7 @@ struct Report {
     rss_steady_max_mib: f64,
     relist_seconds: f64,
     relist_writes: f64,
+    relist_writes_by_resource: BTreeMap<String, f64>,
     rss_relist_mib: f64,
     hwm_relist_mib: f64,
     http_429: f64,
@@ -635,7 +636,9 @@ async fn main() {
     let (rss, hwm) = operator.memory();
     report.rss_relist_mib = rss;
     report.hwm_relist_mib = hwm;
-    report.relist_writes = without_leases(&delta(&counters(&admin).await, &before_restart));
+    let relist = delta(&counters(&admin).await, &before_restart);
+    report.relist_writes = without_leases(&relist);
+    report.relist_writes_by_resource = relist.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), *v)).collect();
     operator.stop();
 
     let all = delta(&counters(&admin).await, &start_counters);
@@ -702,6 +705,12 @@ fn print_report(r: &Report) {
     if !r.steady_writes_by_resource.is_empty() {
         println!("steady-state writes by verb and resource:");
         for (k, v) in &r.steady_writes_by_resource {
+            println!("  {k}: {v}");
+        }
+    }
+    if !r.relist_writes_by_resource.is_empty() {
+        println!("writes during the restart's relist by verb and resource:");
+        for (k, v) in &r.relist_writes_by_resource {
             println!("  {k}: {v}");
         }
     }

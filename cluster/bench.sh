@@ -3,7 +3,8 @@
 # fresh local control plane of its own (target/bench/cluster-<D>x<N>, with a
 # PersistentVolume pool big enough for the operator's and the floor's claims),
 # torn down afterwards. Results: target/bench/scale-<D>x<N>.json and a table
-# on stdout; BENCHMARKS.md records them.
+# on stdout, the cluster's logs in target/bench/logs-<D>x<N>/; BENCHMARKS.md
+# records them.
 #
 #   BENCH_SIZES="50x1000 1000x5000"   sizes as <domains>x<products>
 #   BENCH_STEADY_SECS=600             the steady-state window
@@ -22,9 +23,12 @@ for size in $sizes; do
   export MESHPLANE_CLUSTER_DIR="$REPO_ROOT/target/bench/cluster-$size"
   "$CLUSTER_SRC/down.sh" >/dev/null 2>&1 || true
   log "size $size: starting a control plane with $((2 * products + 100)) PersistentVolumes"
-  trap '"$CLUSTER_SRC/down.sh"' EXIT
+  # The logs (the operator's, the API server's) outlive the cluster.
+  keep_logs() { rm -rf "$REPO_ROOT/target/bench/logs-$size"; cp -r "$MESHPLANE_CLUSTER_DIR/logs" "$REPO_ROOT/target/bench/logs-$size" || true; }
+  trap 'keep_logs; "$CLUSTER_SRC/down.sh"' EXIT
   PV_POOL=$((2 * products + 100)) "$CLUSTER_SRC/up.sh"
   BENCH_DOMAINS=$domains BENCH_PRODUCTS=$products cargo bench --bench scale
+  keep_logs
   "$CLUSTER_SRC/down.sh"
   trap - EXIT
 done

@@ -1,7 +1,8 @@
 //! meshplane's writes, counted by the API server itself
 //! (`apiserver_request_total`): a new product costs one write per child plus
 //! its status and finalizer; at steady state (20 domains, 50 products, a
-//! resync every 2 seconds) nothing meshplane manages is written at all.
+//! resync every 2 seconds) nothing meshplane manages is written at all, and
+//! neither is it when the operator restarts and reconciles everything again.
 //!
 //! Runs alone (its own test binary, after the others, one test at a time),
 //! since it reads cluster-wide counters.
@@ -53,7 +54,8 @@ fn mutating_requests() -> BTreeMap<String, f64> {
             labels.split(&pat).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_string()
         };
         let (verb, resource, subresource) = (get("verb"), get("resource"), get("subresource"));
-        let read = matches!(verb.as_str(), "GET" | "LIST" | "WATCH");
+        // A token request (the operator's kubeconfig) is no write to an object.
+        let read = matches!(verb.as_str(), "GET" | "LIST" | "WATCH") || subresource == "token";
         let kubernetes_own = (subresource == "status" && resource != "datadomains" && resource != "dataproducts")
             || (resource == "persistentvolumeclaims" && verb == "PUT");
         if read || kubernetes_own || !get("dry_run").is_empty() || !MANAGED.contains(&resource.as_str()) {
@@ -113,6 +115,17 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     }
 }
 
+/// The mutating requests, once they have stopped changing for 3 seconds.
+async fn settled_requests() -> BTreeMap<String, f64> {
+    wait_until("the counters to settle", Duration::from_secs(30), || async {
+        let a = total(&mutating_requests());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = mutating_requests();
+        (total(&b) == a).then_some(b)
+    })
+    .await
+}
+
 /// Other products' and domains' resource versions: what else changed.
 fn others(except: &[&str]) -> BTreeMap<String, String> {
     let out = kubectl(&[
@@ -135,13 +148,7 @@ fn others(except: &[&str]) -> BTreeMap<String, String> {
 /// infinite, so the caller measures again.
 async fn measure_new_product(client: &kube::Client, ns: &str, name: &str, consumer: &str) -> (f64, f64, f64, Vec<String>) {
     // Let the domains' own passes finish before counting.
-    let before = wait_until("the counters to settle", Duration::from_secs(30), || async {
-        let a = total(&mutating_requests());
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let b = mutating_requests();
-        (total(&b) == a).then_some(b)
-    })
-    .await;
+    let before = settled_requests().await;
     // The new product and the two domains it touches (their product counts).
     let ours = [name, ns.trim_start_matches("dm-"), consumer];
     let unchanged = others(&ours);
@@ -154,13 +161,7 @@ async fn measure_new_product(client: &kube::Client, ns: &str, name: &str, consum
     ));
     let product = wait_product(client, ns, name, "Ready", "True").await;
     // Ready is reported once everything settled; give stragglers a moment.
-    let after = wait_until("the counters to settle", Duration::from_secs(30), || async {
-        let a = total(&mutating_requests());
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let b = mutating_requests();
-        (total(&b) == a).then_some(b)
-    })
-    .await;
+    let after = settled_requests().await;
     let children = product.status.unwrap().resources.len() as f64;
     // The domains' own status (their product count) is theirs, not the
     // product's: counted separately.
@@ -249,4 +250,52 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
     let expected_passes = (DOMAINS as f64) * (WINDOW.as_secs_f64() / 2.0) / 2.0;
     assert!(passes >= expected_passes, "only {passes} reconcile passes in the window; expected at least {expected_passes}");
     assert!(changed.is_empty(), "mutating requests at steady state:\n{}", changed.join("\n"));
+}
+
+/// A restart relists every kind and reconciles every object once. That must
+/// write nothing: a pass that ran before the child caches had listed took
+/// children it had not seen yet for missing ones and applied them again
+/// (every domain's RoleBindings and NetworkPolicy, and their Events).
+#[tokio::test]
+async fn a_restart_reconciles_everything_and_writes_nothing() {
+    operator();
+    let client = cluster().await;
+    let prefix = unique("restart");
+    let mut namespaces = Vec::new();
+    for i in 0..3 {
+        namespaces.push(ready_domain(&client, &format!("{prefix}-{i}"), "  viewers: [{kind: Group, name: readers}]\n").await);
+    }
+    for (i, ns) in namespaces.iter().enumerate() {
+        apply(&format!(
+            "apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: p{i}, namespace: {ns}}}\nspec:\n  \
+             storage: [{{name: data, kind: Volume, size: 1Gi}}]\n  \
+             pipelines: [{{name: batch, image: busybox, schedule: \"@daily\", mounts: [{{storage: data, path: /d}}]}}]\n  \
+             outputPorts: [{{name: out, format: Parquet, storage: data}}]\n  access: {{consumers: [{{domain: {prefix}-{}}}]}}\n",
+            (i + 1) % 3
+        ));
+    }
+    for (i, ns) in namespaces.iter().enumerate() {
+        wait_product(&client, ns, &format!("p{i}"), "Ready", "True").await;
+    }
+    quiesce().await;
+    let before = settled_requests().await;
+    let domains = Api::<DataDomain>::all(client.clone()).list_metadata(&ListParams::default()).await.unwrap().items.len();
+    let products = Api::<DataProduct>::all(client.clone()).list_metadata(&ListParams::default()).await.unwrap().items.len();
+
+    let addr = restart_operator();
+    let objects = (domains + products) as f64;
+    wait_until("the restarted operator to reconcile every domain and product", Duration::from_secs(120), || async {
+        (operator_metric(&addr, "meshplane_reconciliations_total") >= objects).then_some(())
+    })
+    .await;
+    let after = settled_requests().await;
+    let changed: Vec<String> = after
+        .iter()
+        .filter_map(|(labels, count)| {
+            let delta = count - before.get(labels).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| format!("+{delta} {labels}"))
+        })
+        .collect();
+    println!("restart: {domains} domains and {products} products reconciled; {} mutating requests on managed resources", changed.len());
+    assert!(changed.is_empty(), "mutating requests after a restart:\n{}", changed.join("\n"));
 }

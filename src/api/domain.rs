@@ -194,7 +194,9 @@ pub struct DataDomainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 
-    /// How many DataProducts the domain's namespace holds.
+    /// How many DataProducts the domain's namespace holds, not counting those
+    /// being deleted. During a burst of new products it is updated at most
+    /// once every 15 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_products: Option<i32>,
 

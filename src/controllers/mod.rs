@@ -290,6 +290,9 @@ where
     }
 }
 
+/// Objects per page when a watch lists.
+const LIST_PAGE: u32 = 100;
+
 /// Runs every controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -300,8 +303,11 @@ pub async fn run(
     catalog: tokio::sync::watch::Sender<Option<crate::catalog::http::CatalogCaches>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let owned = || watcher::Config::default().labels(keys::MANAGED_SELECTOR);
-    let all = watcher::Config::default;
+    // Lists come in pages of 100 rather than kube's 500: a (re)list holds a
+    // page's response and its parsed objects at once, next to the cache it
+    // fills, and that transient sets the process's peak memory.
+    let all = || watcher::Config::default().page_size(LIST_PAGE);
+    let owned = || all().labels(keys::MANAGED_SELECTOR);
     // The number is how many controllers consume the kind's events.
     let mut domains = Shared::<DataDomain>::watch(&client, all(), 3);
     // The catalog's search index follows the products' watch.
@@ -326,7 +332,10 @@ pub async fn run(
     // last schedule) is not read, so not kept.
     let mut cron_jobs = Shared::<CronJob>::watch_trimmed(&client, owned(), 1, |cj| cj.status = None);
     let mut deployments = Shared::<Deployment>::watch(&client, owned(), 1);
-    let mut jobs = Shared::<Job>::watch(&client, owned(), 1);
+    // A run is read from its labels, its creation and its status; its pod
+    // template (a copy of the CronJob's, for every run kept in history) is not
+    // kept.
+    let mut jobs = Shared::<Job>::watch_trimmed(&client, owned(), 1, |job| job.spec = None);
 
     let caches = Caches {
         domains: domains.store.clone(),
@@ -500,5 +509,39 @@ pub async fn run(
         _ = async { tokio::join!(domain_controller, product_controller, policy_controller, ready) } => {},
         _ = drivers => {},
         _ = counting => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(generation: i64, count: i32, namespace: &str) -> Arc<DataDomain> {
+        let mut d: DataDomain = serde_saphyr::from_str(&format!(
+            "apiVersion: meshplane.dev/v1alpha1\nkind: DataDomain\nmetadata: {{name: sales, uid: u1, generation: {generation}}}\nspec: {{}}\n\
+             status: {{namespace: {namespace}, dataProducts: {count}}}"
+        ))
+        .unwrap();
+        d.metadata.labels = None;
+        Arc::new(d)
+    }
+
+    #[tokio::test]
+    async fn a_domain_event_reaches_products_only_when_what_they_read_changed() {
+        let events = futures::stream::iter(vec![
+            domain(1, 0, "dm-sales"),
+            // Its product count: nothing a product reads.
+            domain(1, 1, "dm-sales"),
+            domain(1, 2, "dm-sales"),
+            // Its spec.
+            domain(2, 2, "dm-sales"),
+            // Its namespace.
+            domain(2, 2, "dm-sales-2"),
+            domain(2, 3, "dm-sales-2"),
+        ])
+        .boxed();
+        let passed: Vec<(Option<i64>, Option<String>)> =
+            domain_changes(events).map(|d| (d.metadata.generation, d.status.as_ref().and_then(|s| s.namespace.clone()))).collect().await;
+        assert_eq!(passed, [(Some(1), Some("dm-sales".into())), (Some(2), Some("dm-sales".into())), (Some(2), Some("dm-sales-2".into()))]);
     }
 }

@@ -150,8 +150,7 @@ where
 /// ServiceAccount with the shipped RBAC, resyncing every 2 seconds so that
 /// steady-state checks see many forced resyncs. Returns its metrics address.
 pub fn operator() -> String {
-    static STARTED: Mutex<Option<String>> = Mutex::new(None);
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut started = OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(addr) = started.as_ref() {
         return addr.clone();
     }
@@ -175,6 +174,35 @@ pub fn operator() -> String {
     }
     kubectl(&["apply", "--server-side", "--force-conflicts", "-k", repo_root().join("deploy/base").to_str().unwrap()]);
     kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+    let addr = spawn_shared_operator();
+    *started = Some(addr.clone());
+    addr
+}
+
+/// The tests' operator's metrics address, once started.
+static OPERATOR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Stops the tests' operator with SIGTERM (as a rolling update would) and
+/// starts it again, with the manifests as they are: the restart alone, with
+/// no write of the tests' own. Returns the new metrics address.
+pub fn restart_operator() -> String {
+    operator();
+    let mut started = OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = lock("operator.lock");
+    if let Ok(pid) = std::fs::read_to_string(cluster_dir().join("pids/meshplane.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+        wait_gone(pid.trim());
+    }
+    let addr = spawn_shared_operator();
+    *started = Some(addr.clone());
+    addr
+}
+
+/// Starts the shared operator process and records it for the next test
+/// binaries (PID, binary, metrics address).
+fn spawn_shared_operator() -> String {
+    let dir = cluster_dir();
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
     let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
     assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
     let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -190,11 +218,10 @@ pub fn operator() -> String {
         &["--resync", "2s", "--catalog-addr", &catalog_addr],
         &[("RUST_LOG", "info,meshplane=debug,kube=warn")],
     );
-    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    std::fs::write(dir.join("pids/meshplane.pid"), child.id().to_string()).unwrap();
     std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
-    std::fs::write(&addr_file, &addr).unwrap();
+    std::fs::write(dir.join("meshplane.addr"), &addr).unwrap();
     wait_ready(&addr, "meshplane", Duration::from_secs(60));
-    *started = Some(addr.clone());
     addr
 }
 
@@ -236,7 +263,13 @@ pub fn wait_ready(addr: &str, log: &str, timeout: Duration) {
 
 fn wait_gone(pid: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+    // A process this test started and did not wait for stays a zombie ("Z")
+    // until the test exits: exited all the same.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    while running() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
