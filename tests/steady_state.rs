@@ -230,6 +230,18 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
         (ready == PRODUCTS).then_some(())
     })
     .await;
+    // A burst of new products updates a domain's count at most every 15 s:
+    // steady means those writes have landed too.
+    wait_until("every domain's product count to be current", Duration::from_secs(60), || async {
+        let list = domains.list(&ListParams::default()).await.ok()?;
+        let current = list.items.iter().filter(|d| d.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix))).all(|d| {
+            let i: usize = d.metadata.name.as_deref().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            let expected = (0..PRODUCTS).filter(|p| p % DOMAINS == i).count() as i32;
+            d.status.as_ref().and_then(|s| s.data_products) == Some(expected)
+        });
+        current.then_some(())
+    })
+    .await;
     quiesce().await;
 
     let before = mutating_requests();
