@@ -17,7 +17,9 @@
 //! - reconcile-to-Ready latency of one product changed while N exist;
 //! - the operator's memory (VmRSS, VmHWM) idle, after provisioning, steady,
 //!   and after a restart (the relist peak);
-//! - HTTP 429 responses.
+//! - HTTP 429 responses: those the operator got (its own metrics) and all the
+//!   API server sent (every client: the bench's own watches, the
+//!   controller-manager's informers).
 //!
 //! It prints a table and writes JSON to `target/bench/scale-<D>x<N>.json`.
 
@@ -253,6 +255,27 @@ impl Operator {
         body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
     }
 
+    /// CPU time the process has used (user and system), in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the command name (which may hold spaces): fields 14 and 15
+        // of the whole line, utime and stime, in clock ticks (100 per second).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// HTTP 429s the operator itself got: its lists and watches, its passes.
+    fn throttled(&self) -> f64 {
+        let (_, body) = support::http_get(&self.metrics, "/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with("meshplane_watch_errors_total{") || l.starts_with("meshplane_reconcile_errors_total{"))
+            .filter(|l| l.contains("category=\"throttled\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
@@ -455,6 +478,11 @@ struct Report {
     rss_relist_mib: f64,
     hwm_relist_mib: f64,
     http_429: f64,
+    /// 429s the operator got (its own metrics), of all the API server sent.
+    operator_429: f64,
+    /// The operator's CPU time while provisioning and during the steady window.
+    cpu_provisioning_s: f64,
+    cpu_steady_s: f64,
     http_429_by: BTreeMap<String, f64>,
     apf_rejected: f64,
 }
@@ -549,16 +577,17 @@ async fn main() {
         report.operator_products_ready_s,
         percentile(&ready_after, 0.5).as_secs_f64()
     );
-    // Wait for the last status writes of the wave to land before counting.
-    let settled = |op: &Operator| op.metric("meshplane_reconciliations_total");
-    let mut last = settled(&operator);
-    loop {
+    // Wait for the last writes of the wave (a domain's batched count, a
+    // status) to land before counting: meshplane's writes stop changing for
+    // 20 s. Not its passes: periodic resyncs never stop, and are no writes.
+    let mut last = meshplane_writes(&counters(&admin).await);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = settled(&operator);
-        if now == last {
-            break;
+        let now = meshplane_writes(&counters(&admin).await);
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
         }
-        last = now;
     }
     let after_products = counters(&admin).await;
     let wave = delta(&after_products, &before_products);
@@ -567,12 +596,14 @@ async fn main() {
     report.writes_per_product_by_resource =
         wave.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), (v / n as f64 * 100.0).round() / 100.0)).collect();
     report.operator_requests_per_product = wave.service_accounts_dispatched / n as f64;
+    report.cpu_provisioning_s = operator.cpu_seconds();
     let (rss, hwm) = operator.memory();
     report.rss_provisioned_mib = rss;
     report.hwm_provisioned_mib = hwm;
 
     // --- steady state -------------------------------------------------------
     let steady_start = counters(&admin).await;
+    let cpu_before_steady = operator.cpu_seconds();
     let until = Instant::now() + settings.steady;
     let mut rss_max: f64 = 0.0;
     while Instant::now() < until {
@@ -586,6 +617,7 @@ async fn main() {
     report.steady_writes_by_resource = steady.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), *v)).collect();
     report.steady_operator_requests = steady.service_accounts_dispatched;
     report.rss_steady_mib = operator.memory().0;
+    report.cpu_steady_s = operator.cpu_seconds() - cpu_before_steady;
     report.rss_steady_max_mib = rss_max;
 
     // --- reconcile-to-Ready latency -----------------------------------------
@@ -623,6 +655,7 @@ async fn main() {
     report.latency_max_ms = ms(percentile(&latencies, 1.0));
 
     // --- restart: the relist ------------------------------------------------
+    report.operator_429 = operator.throttled();
     operator.stop();
     let before_restart = counters(&admin).await;
     let restarted = Instant::now();
@@ -639,6 +672,7 @@ async fn main() {
     let relist = delta(&counters(&admin).await, &before_restart);
     report.relist_writes = without_leases(&relist);
     report.relist_writes_by_resource = relist.mutating.iter().map(|((verb, resource), v)| (format!("{verb} {resource}"), *v)).collect();
+    report.operator_429 += operator.throttled();
     operator.stop();
 
     let all = delta(&counters(&admin).await, &start_counters);
@@ -683,13 +717,22 @@ fn print_report(r: &Report) {
             format!("{:.1} / {:.1} / {:.1} MiB", r.rss_idle_mib, r.rss_provisioned_mib, r.rss_steady_mib),
             "",
         ),
+        (
+            format!("operator CPU while provisioning / in {} s of steady state", r.steady_seconds),
+            format!("{:.1} s / {:.1} s", r.cpu_provisioning_s, r.cpu_steady_s),
+            "",
+        ),
         ("peak RSS (VmHWM) while provisioning".into(), format!("{:.1} MiB", r.hwm_provisioned_mib), "40 MiB at 1k, 150 MiB at 5k"),
         (
             "relist after restart: peak / steady".into(),
-            format!("{:.1} / {:.1} MiB ({:.1} s, {} writes)", r.hwm_relist_mib, r.rss_relist_mib, r.relist_seconds, r.relist_writes),
+            format!("{:.1} / {:.1} MiB ({:.1} s, {} writes)", r.hwm_relist_mib, r.rss_relist_mib, r.relist_seconds, r.relist_writes.abs()),
             "<= 1.5x steady",
         ),
-        ("HTTP 429 (APF rejections)".into(), format!("{} ({})", r.http_429, r.apf_rejected), "0"),
+        (
+            "HTTP 429 to the operator / to all clients (APF rejections)".into(),
+            format!("{} / {} ({})", r.operator_429, r.http_429, r.apf_rejected),
+            "0",
+        ),
     ];
     println!("\n| {} domains, {} products | measured | goal |\n|---|---|---|", r.domains, r.products);
     for (what, value, goal) in rows {

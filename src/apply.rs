@@ -351,14 +351,14 @@ impl Applier {
 
     /// Deletes the cached objects that `owned` selects and `keep` does not
     /// name. Called only after every apply of a pass succeeded.
-    pub async fn prune<K>(&self, cache: &Store<K>, owned: impl Fn(&K) -> bool, keep: &[String]) -> Result<Vec<String>, ApplyError>
+    pub async fn prune<K>(&self, owned: Vec<Arc<K>>, keep: &[String]) -> Result<Vec<String>, ApplyError>
     where
         K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     {
         let mut pruned = Vec::new();
-        for object in cache.state() {
+        for object in owned {
             let name = object.name_any();
-            if !owned(&object) || keep.contains(&name) || object.meta().deletion_timestamp.is_some() {
+            if keep.contains(&name) || object.meta().deletion_timestamp.is_some() {
                 continue;
             }
             match self.api::<K>(object.namespace().as_deref()).delete(&name, &DeleteParams::background()).await {

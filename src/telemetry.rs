@@ -29,6 +29,13 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabels {
+    /// A kind meshplane watches: a fixed set.
+    pub kind: String,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     /// Policies are few and named by the platform team, so this stays bounded.
     pub policy: String,
@@ -45,6 +52,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub reconciliations: Family<KindLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub watch_errors: Family<WatchErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub applies: Family<ApplyLabels, Counter>,
     pub violations: Family<PolicyLabels, Gauge>,
@@ -63,6 +71,12 @@ impl Default for Metrics {
         let applies = Family::<ApplyLabels, Counter>::default();
         registry.register("reconciliations", "Reconcile passes, by resource kind", reconciliations.clone());
         registry.register("reconcile_errors", "Failed reconcile passes, by kind and error category", errors.clone());
+        let watch_errors = Family::<WatchErrorLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed lists and watches behind the caches (each retried with backoff), by watched kind and error category; throttled is HTTP 429",
+            watch_errors.clone(),
+        );
         registry.register("reconcile_duration_seconds", "Duration of reconcile passes", duration.clone());
         registry.register(
             "child_applies",
@@ -91,7 +105,7 @@ impl Default for Metrics {
                 let _ = errors.get_or_create(&ErrorLabels { kind, category });
             }
         }
-        Metrics { registry, reconciliations, errors, duration, applies, violations, leader, in_flight, objects, backlog }
+        Metrics { registry, reconciliations, errors, watch_errors, duration, applies, violations, leader, in_flight, objects, backlog }
     }
 }
 
@@ -105,6 +119,10 @@ impl Metrics {
 
     pub fn error(&self, kind: &'static str, category: &'static str) {
         self.errors.get_or_create(&ErrorLabels { kind, category }).inc();
+    }
+
+    pub fn watch_error(&self, kind: &str, category: &'static str) {
+        self.watch_errors.get_or_create(&WatchErrorLabels { kind: kind.to_string(), category }).inc();
     }
 
     pub fn applied(&self, kind: &str, outcome: &'static str) {

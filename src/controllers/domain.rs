@@ -204,7 +204,8 @@ async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBund
         // Prune only after every apply succeeded: policies the spec no longer
         // asks for (isolation turned Open, egress CIDRs removed).
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
-        let pruned = a.prune(&c.network_policies, |np| is_child(np, valid), &keep).await?;
+        let owned = c.owners.network_policies.children(&c.network_policies, valid.uid);
+        let pruned = a.prune(owned.into_iter().filter(|np| is_child(np.as_ref(), valid)).collect(), &keep).await?;
         for name in pruned {
             let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);
             ctx.publish(domain, EventType::Normal, "Deleted", "Prune", note, None).await;

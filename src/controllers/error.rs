@@ -25,7 +25,7 @@ pub enum Error {
 
 /// Every value [`Error::category`] returns: metric series start at zero
 /// for each, so an alert's `rate()` sees the first error.
-pub const CATEGORIES: [&str; 6] = ["forbidden", "conflict", "invalid", "api", "transport", "serialize"];
+pub const CATEGORIES: [&str; 7] = ["forbidden", "conflict", "invalid", "throttled", "api", "transport", "serialize"];
 
 impl Error {
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -40,13 +40,36 @@ impl Error {
             Error::Kube { source, .. } => source,
             Error::Serialize { .. } => return "serialize",
         };
-        match source {
-            kube::Error::Api(s) if s.code == 403 => "forbidden",
-            kube::Error::Api(s) if s.code == 409 => "conflict",
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 => "invalid",
-            kube::Error::Api(_) => "api",
-            _ => "transport",
-        }
+        category_of(source)
+    }
+}
+
+/// A bounded label for a failed request: `throttled` is HTTP 429 (API
+/// priority and fairness, or a cache still initialising).
+pub fn category_of(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(s) => status_category(s.code),
+        _ => "transport",
+    }
+}
+
+fn status_category(code: u16) -> &'static str {
+    match code {
+        403 => "forbidden",
+        409 => "conflict",
+        400 | 422 => "invalid",
+        429 => "throttled",
+        _ => "api",
+    }
+}
+
+/// [`category_of`] for a watch's failure.
+pub fn watch_category(error: &kube::runtime::watcher::Error) -> &'static str {
+    use kube::runtime::watcher::Error as W;
+    match error {
+        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => category_of(e),
+        W::WatchError(status) => status_category(status.code),
+        W::NoResourceVersion => "api",
     }
 }
 

@@ -68,6 +68,92 @@ pub struct Caches {
     pub policies: Store<GovernancePolicy>,
     pub admission_policies: Store<ValidatingAdmissionPolicy>,
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    pub owners: Owners,
+}
+
+/// One kind's cached objects by owner uid, kept current by the kind's watch:
+/// a pass that prunes a product's (or a domain's) children looks up its own
+/// instead of scanning every object of the kind in the cluster, which made
+/// each pass cost O(all children) and a full resync O(N^2).
+pub struct ByOwner<K: Resource<DynamicType = ()> + Clone + 'static> {
+    owned: Arc<std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<reflector::ObjectRef<K>>>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for ByOwner<K> {
+    fn clone(&self) -> Self {
+        ByOwner { owned: self.owned.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for ByOwner<K> {
+    fn default() -> Self {
+        ByOwner { owned: Default::default() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> ByOwner<K> {
+    /// Follows one watch event, once `cache` holds it. A relist is taken
+    /// whole when it completes, like the cache takes it.
+    fn apply(&self, event: &watcher::Event<K>, cache: &Store<K>) {
+        let mut owned = self.owned.write().unwrap_or_else(|e| e.into_inner());
+        let uids = |o: &K| o.meta().owner_references.iter().flatten().map(|r| r.uid.clone()).collect::<Vec<_>>();
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                for uid in uids(o) {
+                    owned.entry(uid).or_default().insert(reflector::ObjectRef::from_obj(o));
+                }
+            }
+            watcher::Event::Delete(o) => {
+                let key = reflector::ObjectRef::from_obj(o);
+                for uid in uids(o) {
+                    if let Some(set) = owned.get_mut(&uid) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            owned.remove(&uid);
+                        }
+                    }
+                }
+            }
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => {
+                owned.clear();
+                for o in cache.state() {
+                    for uid in uids(&o) {
+                        owned.entry(uid).or_default().insert(reflector::ObjectRef::from_obj(o.as_ref()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What keeps the index current: the kind's watch calls it.
+    fn follow(&self) -> impl Fn(&watcher::Event<K>, &Store<K>) + Send + 'static
+    where
+        K: Send + Sync,
+    {
+        let index = self.clone();
+        move |event, cache| index.apply(event, cache)
+    }
+
+    /// The cached objects `uid` owns now.
+    pub fn children(&self, cache: &Store<K>, uid: &str) -> Vec<Arc<K>> {
+        let refs: Vec<reflector::ObjectRef<K>> = {
+            let owned = self.owned.read().unwrap_or_else(|e| e.into_inner());
+            owned.get(uid).map(|set| set.iter().cloned().collect()).unwrap_or_default()
+        };
+        // An owner reference removed since (a released claim) leaves the
+        // entry behind until the object's next event: checked here.
+        refs.iter().filter_map(|r| cache.get(r)).filter(|o| o.meta().owner_references.iter().flatten().any(|r| r.uid == uid)).collect()
+    }
+}
+
+/// The children kinds meshplane prunes, by owner.
+#[derive(Clone, Default)]
+pub struct Owners {
+    pub role_bindings: ByOwner<RoleBinding>,
+    pub network_policies: ByOwner<NetworkPolicy>,
+    pub cron_jobs: ByOwner<CronJob>,
+    pub deployments: ByOwner<Deployment>,
 }
 
 /// What every reconcile pass shares.
@@ -241,20 +327,27 @@ impl<K> Shared<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    fn watch(client: &Client, config: watcher::Config, subscribers: usize) -> Self {
-        Self::watch_observed(client, config, subscribers, |_| {}, |_, _| {})
+    fn watch(client: &Client, metrics: &Arc<Metrics>, config: watcher::Config, subscribers: usize) -> Self {
+        Self::watch_observed(client, metrics, config, subscribers, |_| {}, |_, _| {})
     }
 
     /// Like `watch`, caching each object as `trim` leaves it (managedFields
     /// always go).
-    fn watch_trimmed(client: &Client, config: watcher::Config, subscribers: usize, trim: impl FnMut(&mut K) + Send + 'static) -> Self {
-        Self::watch_observed(client, config, subscribers, trim, |_, _| {})
+    fn watch_trimmed(
+        client: &Client,
+        metrics: &Arc<Metrics>,
+        config: watcher::Config,
+        subscribers: usize,
+        trim: impl FnMut(&mut K) + Send + 'static,
+    ) -> Self {
+        Self::watch_observed(client, metrics, config, subscribers, trim, |_, _| {})
     }
 
     /// Like `watch_trimmed`, and `observe` sees every event once the cache
     /// holds it.
     fn watch_observed(
         client: &Client,
+        metrics: &Arc<Metrics>,
         config: watcher::Config,
         subscribers: usize,
         mut trim: impl FnMut(&mut K) + Send + 'static,
@@ -264,6 +357,7 @@ where
         let subscribers = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
         let kind = K::kind(&()).into_owned();
         let cache = store.clone();
+        let metrics = metrics.clone();
         let driver = watcher(Api::<K>::all(client.clone()), config)
             .default_backoff()
             .modify(move |object| {
@@ -274,7 +368,10 @@ where
             .filter_map(move |event| {
                 match event {
                     Ok(event) => observe(&event, &cache),
-                    Err(error) => tracing::warn!(%kind, %error, "watch failed; retrying"),
+                    Err(error) => {
+                        metrics.watch_error(&kind, error::watch_category(&error));
+                        tracing::warn!(%kind, %error, "watch failed; retrying");
+                    }
                 }
                 futures::future::ready(None::<()>)
             })
@@ -309,33 +406,35 @@ pub async fn run(
     let all = || watcher::Config::default().page_size(LIST_PAGE);
     let owned = || all().labels(keys::MANAGED_SELECTOR);
     // The number is how many controllers consume the kind's events.
-    let mut domains = Shared::<DataDomain>::watch(&client, all(), 3);
+    let mut domains = Shared::<DataDomain>::watch(&client, &metrics, all(), 3);
     // The catalog's search index follows the products' watch.
     let index = Arc::new(crate::catalog::index::Index::default());
-    let mut products = Shared::<DataProduct>::watch_observed(&client, all(), 4, |_| {}, {
+    let mut products = Shared::<DataProduct>::watch_observed(&client, &metrics, all(), 4, |_| {}, {
         let index = index.clone();
         move |event, cache| index.apply_shared(event, |p| cache.get(&reflector::ObjectRef::from_obj(p)))
     });
-    let mut policies = Shared::<GovernancePolicy>::watch(&client, all(), 2);
-    let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, owned(), 1);
-    let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, owned(), 1);
-    let mut namespaces = Shared::<Namespace>::watch(&client, owned(), 1);
-    let mut role_bindings = Shared::<RoleBinding>::watch(&client, owned(), 2);
-    let mut roles = Shared::<Role>::watch(&client, owned(), 1);
-    let mut quotas = Shared::<ResourceQuota>::watch(&client, owned(), 1);
-    let mut limit_ranges = Shared::<LimitRange>::watch(&client, owned(), 1);
-    let mut network_policies = Shared::<NetworkPolicy>::watch(&client, owned(), 2);
-    let mut service_accounts = Shared::<ServiceAccount>::watch(&client, owned(), 1);
-    let mut config_maps = Shared::<ConfigMap>::watch(&client, owned(), 1);
-    let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, owned(), 1);
+    let mut policies = Shared::<GovernancePolicy>::watch(&client, &metrics, all(), 2);
+    let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, &metrics, owned(), 1);
+    let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, &metrics, owned(), 1);
+    let mut namespaces = Shared::<Namespace>::watch(&client, &metrics, owned(), 1);
+    let owners = Owners::default();
+    let mut role_bindings = Shared::<RoleBinding>::watch_observed(&client, &metrics, owned(), 2, |_| {}, owners.role_bindings.follow());
+    let mut roles = Shared::<Role>::watch(&client, &metrics, owned(), 1);
+    let mut quotas = Shared::<ResourceQuota>::watch(&client, &metrics, owned(), 1);
+    let mut limit_ranges = Shared::<LimitRange>::watch(&client, &metrics, owned(), 1);
+    let mut network_policies =
+        Shared::<NetworkPolicy>::watch_observed(&client, &metrics, owned(), 2, |_| {}, owners.network_policies.follow());
+    let mut service_accounts = Shared::<ServiceAccount>::watch(&client, &metrics, owned(), 1);
+    let mut config_maps = Shared::<ConfigMap>::watch(&client, &metrics, owned(), 1);
+    let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, &metrics, owned(), 1);
     // Runs are read from the Jobs; a CronJob's status (its active Jobs, its
     // last schedule) is not read, so not kept.
-    let mut cron_jobs = Shared::<CronJob>::watch_trimmed(&client, owned(), 1, |cj| cj.status = None);
-    let mut deployments = Shared::<Deployment>::watch(&client, owned(), 1);
+    let mut cron_jobs = Shared::<CronJob>::watch_observed(&client, &metrics, owned(), 1, |cj| cj.status = None, owners.cron_jobs.follow());
+    let mut deployments = Shared::<Deployment>::watch_observed(&client, &metrics, owned(), 1, |_| {}, owners.deployments.follow());
     // A run is read from its labels, its creation and its status; its pod
     // template (a copy of the CronJob's, for every run kept in history) is not
     // kept.
-    let mut jobs = Shared::<Job>::watch_trimmed(&client, owned(), 1, |job| job.spec = None);
+    let mut jobs = Shared::<Job>::watch_trimmed(&client, &metrics, owned(), 1, |job| job.spec = None);
 
     let caches = Caches {
         domains: domains.store.clone(),
@@ -355,6 +454,7 @@ pub async fn run(
         policies: policies.store.clone(),
         admission_policies: admission_policies.store.clone(),
         admission_bindings: admission_bindings.store.clone(),
+        owners,
     };
     // The catalog reads the same caches (on every replica, leader or not).
     let _ = catalog.send(Some(crate::catalog::http::CatalogCaches {
@@ -515,6 +615,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
 
     fn domain(generation: i64, count: i32, namespace: &str) -> Arc<DataDomain> {
         let mut d: DataDomain = serde_saphyr::from_str(&format!(
@@ -524,6 +625,47 @@ mod tests {
         .unwrap();
         d.metadata.labels = None;
         Arc::new(d)
+    }
+
+    fn binding(name: &str, owner: &str) -> RoleBinding {
+        serde_saphyr::from_str(&format!(
+            "metadata: {{name: {name}, namespace: dm-a, ownerReferences: [{{apiVersion: v1, kind: X, name: x, uid: {owner}}}]}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn children_are_found_by_their_owner_through_changes_and_relists() {
+        let (cache, mut writer) = reflector::store::<RoleBinding>();
+        let index = ByOwner::<RoleBinding>::default();
+        let mut feed = |event: watcher::Event<RoleBinding>| {
+            writer.apply_watcher_event(&event);
+            index.apply(&event, &cache);
+        };
+        feed(watcher::Event::Apply(binding("a1", "uid-a")));
+        feed(watcher::Event::Apply(binding("a2", "uid-a")));
+        feed(watcher::Event::Apply(binding("b1", "uid-b")));
+        let names = |uid: &str| {
+            let mut names: Vec<String> = index.children(&cache, uid).iter().map(|o| o.name_any()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names("uid-a"), ["a1", "a2"]);
+        assert_eq!(names("uid-b"), ["b1"]);
+        feed(watcher::Event::Delete(binding("a1", "uid-a")));
+        assert_eq!(names("uid-a"), ["a2"]);
+        // An owner reference taken away: no longer that owner's child.
+        let mut released = binding("b1", "uid-b");
+        released.metadata.owner_references = None;
+        feed(watcher::Event::Apply(released));
+        assert!(names("uid-b").is_empty());
+        // A relist drops what it no longer lists.
+        feed(watcher::Event::Init);
+        feed(watcher::Event::InitApply(binding("c1", "uid-c")));
+        feed(watcher::Event::InitDone);
+        assert!(names("uid-a").is_empty());
+        assert_eq!(names("uid-c"), ["c1"]);
     }
 
     #[tokio::test]

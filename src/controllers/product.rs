@@ -382,12 +382,12 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         // Revocations: grants of consumers no longer listed, only after every
         // grant still wanted is in place.
         let keep: Vec<String> = bundle.role_bindings.iter().map(|r| r.name_any()).collect();
-        for name in a.prune(&c.role_bindings, |rb| owned_by(rb, valid.uid), &keep).await? {
+        for name in a.prune(c.owners.role_bindings.children(&c.role_bindings, valid.uid), &keep).await? {
             let note = format!("Revoked read access to DataProduct {} (deleted RoleBinding {name})", valid.name);
             ctx.publish(product, EventType::Normal, "Revoked", "Revoke", note, None).await;
         }
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
-        for name in a.prune(&c.network_policies, |np| owned_by(np, valid.uid), &keep).await? {
+        for name in a.prune(c.owners.network_policies.children(&c.network_policies, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
         }
         applied.access_ok = true;
@@ -399,11 +399,11 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
             settle(product, ctx, d.object_ref(&()), a.apply_guarded(&c.deployments, d).await, Part::Pipelines, &mut applied).await?;
         }
         let keep: Vec<String> = bundle.cron_jobs.iter().map(|j| j.name_any()).collect();
-        for name in a.prune(&c.cron_jobs, |cj| owned_by(cj, valid.uid), &keep).await? {
+        for name in a.prune(c.owners.cron_jobs.children(&c.cron_jobs, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted CronJob {name} (pipeline removed)"), None).await;
         }
         let keep: Vec<String> = bundle.deployments.iter().map(|d| d.name_any()).collect();
-        for name in a.prune(&c.deployments, |d| owned_by(d, valid.uid), &keep).await? {
+        for name in a.prune(c.owners.deployments.children(&c.deployments, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted Deployment {name} (pipeline removed)"), None)
                 .await;
         }
@@ -473,10 +473,6 @@ async fn settle(
         applied.conflicts.push(conflict);
     }
     Ok(guarded.outcome)
-}
-
-fn owned_by<K: Resource>(object: &K, uid: &str) -> bool {
-    object.meta().owner_references.iter().flatten().any(|o| o.uid == uid)
 }
 
 fn resource_of(object: &DynamicObject) -> ApiResource {
