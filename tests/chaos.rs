@@ -122,7 +122,10 @@ impl Run {
             let _ = api.delete(name, &DeleteParams::default()).await;
         }
         let prefix = self.prefix.clone();
-        wait_until("this run's domains and products to be deleted", Duration::from_secs(90), || async {
+        // Cleanup, after the assertions: the controller-manager empties each
+        // namespace kind by kind (each product finalized by meshplane on the
+        // way), which on 2 shared cores after a chaos run once took over 90 s.
+        wait_until("this run's domains and products to be deleted", Duration::from_secs(180), || async {
             let domains = api.list(&ListParams::default()).await.ok()?;
             let products = Api::<DataProduct>::all(self.client.clone()).list(&ListParams::default()).await.ok()?;
             let left = domains.items.iter().any(|d| d.name_any().starts_with(&prefix))

@@ -221,7 +221,14 @@ impl Churn {
         let deleted = api.delete(name, &params).await?;
         let spec = deleted.left().map(|p| p.spec).unwrap_or(product.spec);
         self.terminating.insert((domain.to_string(), name.to_string()));
-        self.deleted.push(Deleted { namespace: ns, product: name.to_string(), uid, storage: spec.storage, claims });
+        self.deleted.push(Deleted {
+            namespace: ns,
+            product: name.to_string(),
+            uid,
+            storage: spec.storage,
+            claims,
+            namespace_deleted: false,
+        });
         Ok(())
     }
 
@@ -315,6 +322,12 @@ impl Churn {
             self.products.remove(&(domain.clone(), product.clone()));
         }
         api.delete(&name, &DeleteParams::default()).await?;
+        // Deleting the domain deletes its namespace, with the claims its
+        // deleted products left behind.
+        let ns = namespace(&name);
+        for record in self.deleted.iter_mut().filter(|r| r.namespace == ns) {
+            record.namespace_deleted = true;
+        }
         self.ephemeral_alive = false;
         self.stats.domains_deleted += 1;
         Ok(())

@@ -60,6 +60,9 @@ pub struct Deleted {
     pub uid: String,
     pub storage: Vec<Storage>,
     pub claims: Vec<String>,
+    /// Its domain was deleted afterwards, namespace and claims with it (the
+    /// domain may have been made again since, with a new namespace).
+    pub namespace_deleted: bool,
 }
 
 /// Field managers allowed on meshplane's children besides meshplane itself:
@@ -470,6 +473,10 @@ async fn check_inner(client: &Client, prefix: &str, deleted: &[Deleted]) -> Resu
             continue;
         }
         let later = &incarnations[&(namespace.clone(), product.clone())][first..];
+        if later.iter().any(|r| r.namespace_deleted) {
+            // Its domain went after the product: the namespace took the claims.
+            continue;
+        }
         let storage = claim.strip_prefix(&format!("{product}-")).unwrap_or_default().to_string();
         let policy =
             |r: &Deleted| r.storage.iter().find(|s| s.name == storage).map(|s| s.deletion_policy).unwrap_or(DeletionPolicy::Retain);
