@@ -115,6 +115,17 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     }
 }
 
+/// The series that grew from `before` to `after`, as "+delta labels".
+fn increases(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(labels, count)| {
+            let delta = count - before.get(labels).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| format!("+{delta} {labels}"))
+        })
+        .collect()
+}
+
 /// The mutating requests, once they have stopped changing for 3 seconds.
 async fn settled_requests() -> BTreeMap<String, f64> {
     wait_until("the counters to settle", Duration::from_secs(30), || async {
@@ -169,13 +180,7 @@ async fn measure_new_product(client: &kube::Client, ns: &str, name: &str, consum
     let delta = |labels: &String, count: &f64| count - before.get(labels).copied().unwrap_or(0.0);
     let writes: f64 = after.iter().filter(|(l, _)| !is_domain(l)).map(|(l, c)| delta(l, c)).sum();
     let domain_writes: f64 = after.iter().filter(|(l, _)| is_domain(l)).map(|(l, c)| delta(l, c)).sum();
-    let detail: Vec<String> = after
-        .iter()
-        .filter_map(|(labels, count)| {
-            let delta = count - before.get(labels).copied().unwrap_or(0.0);
-            (delta > 0.0).then(|| format!("+{delta} {labels}"))
-        })
-        .collect();
+    let detail = increases(&before, &after);
     let changed = others(&ours) != unchanged;
     let writes = if changed { f64::INFINITY } else { writes };
     if changed {
@@ -251,13 +256,7 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
     let after = mutating_requests();
     let passes = operator_metric(&addr, "meshplane_reconciliations_total") - passes_before;
 
-    let changed: Vec<String> = after
-        .iter()
-        .filter_map(|(labels, count)| {
-            let delta = count - before.get(labels).copied().unwrap_or(0.0);
-            (delta > 0.0).then(|| format!("+{delta} {labels}"))
-        })
-        .collect();
+    let changed = increases(&before, &after);
     println!("steady state: {passes} reconcile passes in {WINDOW:?}, {} mutating requests on managed resources", changed.len());
     let expected_passes = (DOMAINS as f64) * (WINDOW.as_secs_f64() / 2.0) / 2.0;
     assert!(passes >= expected_passes, "only {passes} reconcile passes in the window; expected at least {expected_passes}");
@@ -301,13 +300,7 @@ async fn a_restart_reconciles_everything_and_writes_nothing() {
     })
     .await;
     let after = settled_requests().await;
-    let changed: Vec<String> = after
-        .iter()
-        .filter_map(|(labels, count)| {
-            let delta = count - before.get(labels).copied().unwrap_or(0.0);
-            (delta > 0.0).then(|| format!("+{delta} {labels}"))
-        })
-        .collect();
+    let changed = increases(&before, &after);
     println!("restart: {domains} domains and {products} products reconciled; {} mutating requests on managed resources", changed.len());
     assert!(changed.is_empty(), "mutating requests after a restart:\n{}", changed.join("\n"));
 }
