@@ -21,10 +21,10 @@ use kube::core::ApiResource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::keys;
+use crate::owned::Owned;
 
 /// What applying one object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +200,25 @@ pub fn parse_conflicts(message: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// How a cached object reads when the applier compares it with what it
+/// would write: the whole object, or for an [`Owned`] child the fields
+/// meshplane set.
+pub trait Current {
+    fn current(&self) -> serde_json::Result<Value>;
+}
+
+impl<K: Serialize> Current for K {
+    fn current(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Current for Owned<K> {
+    fn current(&self) -> serde_json::Result<Value> {
+        Owned::current(self)
+    }
+}
+
 /// Writes children with server-side apply, consulting a cache first.
 #[derive(Clone)]
 pub struct Applier {
@@ -222,29 +241,32 @@ impl Applier {
 
     /// Applies `desired` unless `cache` already holds an object that contains
     /// every field of it, forcing meshplane's values over any other manager's.
-    pub async fn apply<K>(&self, cache: &Store<K>, desired: &K) -> Result<Outcome, ApplyError>
+    pub async fn apply<K, C>(&self, cache: &Store<C>, desired: &K) -> Result<Outcome, ApplyError>
     where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource<DynamicType = ()> + Serialize,
+        C: Resource<DynamicType = ()> + Current + Clone + 'static,
     {
         Ok(self.apply_typed(cache, desired, false).await?.outcome)
     }
 
     /// Like [`Applier::apply`], but a foreign field manager's change is
     /// reported and, past [`CONFLICT_LIMIT`], left alone (see [`ConflictGuard`]).
-    pub async fn apply_guarded<K>(&self, cache: &Store<K>, desired: &K) -> Result<Guarded, ApplyError>
+    pub async fn apply_guarded<K, C>(&self, cache: &Store<C>, desired: &K) -> Result<Guarded, ApplyError>
     where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource<DynamicType = ()> + Serialize,
+        C: Resource<DynamicType = ()> + Current + Clone + 'static,
     {
         self.apply_typed(cache, desired, true).await
     }
 
-    async fn apply_typed<K>(&self, cache: &Store<K>, desired: &K, guarded: bool) -> Result<Guarded, ApplyError>
+    async fn apply_typed<K, C>(&self, cache: &Store<C>, desired: &K, guarded: bool) -> Result<Guarded, ApplyError>
     where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource<DynamicType = ()> + Serialize,
+        C: Resource<DynamicType = ()> + Current + Clone + 'static,
     {
         let name = desired.name_any();
         let namespace = desired.namespace();
-        let mut key = ObjectRef::<K>::new(&name);
+        let mut key = ObjectRef::<C>::new(&name);
         if let Some(ns) = &namespace {
             key = key.within(ns);
         }
@@ -253,7 +275,7 @@ impl Applier {
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
         let current = match cache.get(&key) {
-            Some(current) => Some(serde_json::to_value(current.as_ref()).map_err(|e| error(kube::Error::SerdeError(e)))?),
+            Some(current) => Some(current.current().map_err(|e| error(kube::Error::SerdeError(e)))?),
             None => None,
         };
         self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, current.as_ref(), guarded).await

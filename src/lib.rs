@@ -11,6 +11,7 @@ pub mod governance;
 pub mod keys;
 pub mod leader;
 pub mod lint;
+pub mod owned;
 pub mod render;
 pub mod run;
 pub mod server;

@@ -25,6 +25,7 @@ use crate::api::conditions::{self, Computed, reason};
 use crate::api::{DataDomain, DataDomainStatus, DataProduct};
 use crate::apply::Outcome;
 use crate::keys;
+use crate::owned::Owned;
 use crate::render::domain::{self as render, DomainBundle, DomainSpecError, ValidDomain};
 
 pub const KIND: &str = "DataDomain";
@@ -33,10 +34,10 @@ pub const KIND: &str = "DataDomain";
 pub struct Watches {
     pub domains: Events<DataDomain>,
     pub namespaces: Events<Namespace>,
-    pub role_bindings: Events<RoleBinding>,
+    pub role_bindings: Events<Owned<RoleBinding>>,
     pub quotas: Events<ResourceQuota>,
-    pub limit_ranges: Events<LimitRange>,
-    pub network_policies: Events<NetworkPolicy>,
+    pub limit_ranges: Events<Owned<LimitRange>>,
+    pub network_policies: Events<Owned<NetworkPolicy>>,
     pub products: Events<DataProduct>,
 }
 
@@ -204,7 +205,7 @@ async fn apply(domain: &DataDomain, valid: &ValidDomain<'_>, bundle: &DomainBund
         // Prune only after every apply succeeded: policies the spec no longer
         // asks for (isolation turned Open, egress CIDRs removed).
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
-        let owned = c.owners.network_policies.children(&c.network_policies, valid.uid);
+        let owned = c.indexes.network_policies.get(&c.network_policies, valid.uid);
         let pruned = a.prune(owned.into_iter().filter(|np| is_child(np.as_ref(), valid)).collect(), &keep).await?;
         for name in pruned {
             let note = format!("Deleted NetworkPolicy {name} from namespace {}", valid.namespace);

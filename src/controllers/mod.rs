@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
 use crate::apply::Applier;
 use crate::keys;
+use crate::owned::Owned;
 use crate::render::domain::DomainSettings;
 use crate::telemetry::Metrics;
 
@@ -48,78 +49,83 @@ pub struct Settings {
 }
 
 /// Every cache meshplane reads. Children are watched by label, so these hold
-/// only meshplane's own objects, with managedFields stripped.
+/// only meshplane's own objects, with managedFields stripped; a child whose
+/// status nothing reads is kept as only the fields meshplane set ([`Owned`]).
 #[derive(Clone)]
 pub struct Caches {
     pub domains: Store<DataDomain>,
     pub products: Store<DataProduct>,
     pub namespaces: Store<Namespace>,
-    pub role_bindings: Store<RoleBinding>,
-    pub roles: Store<Role>,
+    pub role_bindings: Store<Owned<RoleBinding>>,
+    pub roles: Store<Owned<Role>>,
     pub quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub config_maps: Store<ConfigMap>,
+    pub limit_ranges: Store<Owned<LimitRange>>,
+    pub network_policies: Store<Owned<NetworkPolicy>>,
+    pub service_accounts: Store<Owned<ServiceAccount>>,
+    pub config_maps: Store<Owned<ConfigMap>>,
     pub claims: Store<PersistentVolumeClaim>,
-    pub cron_jobs: Store<CronJob>,
+    pub cron_jobs: Store<Owned<CronJob>>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
     pub policies: Store<GovernancePolicy>,
     pub admission_policies: Store<ValidatingAdmissionPolicy>,
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
-    pub owners: Owners,
+    pub indexes: Indexes,
 }
 
-/// One kind's cached objects by owner uid, kept current by the kind's watch:
-/// a pass that prunes a product's (or a domain's) children looks up its own
-/// instead of scanning every object of the kind in the cluster, which made
-/// each pass cost O(all children) and a full resync O(N^2).
-pub struct ByOwner<K: Resource<DynamicType = ()> + Clone + 'static> {
-    owned: Arc<std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<reflector::ObjectRef<K>>>>>,
+/// One kind's cached objects by a key of theirs (their owner's uid, the
+/// product a run belongs to), kept current by the kind's watch: a pass looks
+/// up its own children instead of scanning every object of the kind in the
+/// cluster, which made each pass cost O(all children) and a full resync O(N^2).
+pub struct ByKey<K: Resource<DynamicType = ()> + Clone + 'static> {
+    keys: fn(&K) -> Vec<String>,
+    entries: Arc<std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<reflector::ObjectRef<K>>>>>,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for ByOwner<K> {
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for ByKey<K> {
     fn clone(&self) -> Self {
-        ByOwner { owned: self.owned.clone() }
+        ByKey { keys: self.keys, entries: self.entries.clone() }
     }
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for ByOwner<K> {
-    fn default() -> Self {
-        ByOwner { owned: Default::default() }
+impl<K: Resource<DynamicType = ()> + Clone + 'static> ByKey<K> {
+    /// An index by the objects' `keys`.
+    pub fn new(keys: fn(&K) -> Vec<String>) -> Self {
+        ByKey { keys, entries: Default::default() }
     }
-}
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> ByOwner<K> {
+    /// An index by owner uid.
+    pub fn by_owner() -> Self {
+        ByKey::new(|o| o.meta().owner_references.iter().flatten().map(|r| r.uid.clone()).collect())
+    }
+
     /// Follows one watch event, once `cache` holds it. A relist is taken
     /// whole when it completes, like the cache takes it.
     fn apply(&self, event: &watcher::Event<K>, cache: &Store<K>) {
-        let mut owned = self.owned.write().unwrap_or_else(|e| e.into_inner());
-        let uids = |o: &K| o.meta().owner_references.iter().flatten().map(|r| r.uid.clone()).collect::<Vec<_>>();
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                for uid in uids(o) {
-                    owned.entry(uid).or_default().insert(reflector::ObjectRef::from_obj(o));
+                for key in (self.keys)(o) {
+                    entries.entry(key).or_default().insert(reflector::ObjectRef::from_obj(o));
                 }
             }
             watcher::Event::Delete(o) => {
-                let key = reflector::ObjectRef::from_obj(o);
-                for uid in uids(o) {
-                    if let Some(set) = owned.get_mut(&uid) {
-                        set.remove(&key);
+                let id = reflector::ObjectRef::from_obj(o);
+                for key in (self.keys)(o) {
+                    if let Some(set) = entries.get_mut(&key) {
+                        set.remove(&id);
                         if set.is_empty() {
-                            owned.remove(&uid);
+                            entries.remove(&key);
                         }
                     }
                 }
             }
             watcher::Event::Init => {}
             watcher::Event::InitDone => {
-                owned.clear();
+                entries.clear();
                 for o in cache.state() {
-                    for uid in uids(&o) {
-                        owned.entry(uid).or_default().insert(reflector::ObjectRef::from_obj(o.as_ref()));
+                    for key in (self.keys)(&o) {
+                        entries.entry(key).or_default().insert(reflector::ObjectRef::from_obj(o.as_ref()));
                     }
                 }
             }
@@ -135,25 +141,49 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByOwner<K> {
         move |event, cache| index.apply(event, cache)
     }
 
-    /// The cached objects `uid` owns now.
-    pub fn children(&self, cache: &Store<K>, uid: &str) -> Vec<Arc<K>> {
+    /// The cached objects under `key` now.
+    pub fn get(&self, cache: &Store<K>, key: &str) -> Vec<Arc<K>> {
         let refs: Vec<reflector::ObjectRef<K>> = {
-            let owned = self.owned.read().unwrap_or_else(|e| e.into_inner());
-            owned.get(uid).map(|set| set.iter().cloned().collect()).unwrap_or_default()
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            entries.get(key).map(|set| set.iter().cloned().collect()).unwrap_or_default()
         };
-        // An owner reference removed since (a released claim) leaves the
-        // entry behind until the object's next event: checked here.
-        refs.iter().filter_map(|r| cache.get(r)).filter(|o| o.meta().owner_references.iter().flatten().any(|r| r.uid == uid)).collect()
+        // A key an object no longer has (an owner reference removed from a
+        // released claim) leaves its entry behind until the object's next
+        // event: checked here.
+        refs.iter().filter_map(|r| cache.get(r)).filter(|o| (self.keys)(o).iter().any(|k| k == key)).collect()
     }
 }
 
-/// The children kinds meshplane prunes, by owner.
-#[derive(Clone, Default)]
-pub struct Owners {
-    pub role_bindings: ByOwner<RoleBinding>,
-    pub network_policies: ByOwner<NetworkPolicy>,
-    pub cron_jobs: ByOwner<CronJob>,
-    pub deployments: ByOwner<Deployment>,
+/// The key of a pipeline run (a Job): its namespace and product.
+pub fn run_key(namespace: &str, product: &str) -> String {
+    format!("{namespace}/{product}")
+}
+
+/// The indexes over the caches: the children kinds meshplane prunes, by
+/// owner, and the pipeline runs, by product.
+#[derive(Clone)]
+pub struct Indexes {
+    pub role_bindings: ByKey<Owned<RoleBinding>>,
+    pub network_policies: ByKey<Owned<NetworkPolicy>>,
+    pub cron_jobs: ByKey<Owned<CronJob>>,
+    pub deployments: ByKey<Deployment>,
+    pub jobs: ByKey<Job>,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Indexes {
+            role_bindings: ByKey::by_owner(),
+            network_policies: ByKey::by_owner(),
+            cron_jobs: ByKey::by_owner(),
+            deployments: ByKey::by_owner(),
+            jobs: ByKey::new(|job| {
+                let meta = &job.metadata;
+                let product = meta.labels.as_ref().and_then(|l| l.get(keys::LABEL_PRODUCT));
+                product.zip(meta.namespace.as_ref()).map(|(product, ns)| run_key(ns, product)).into_iter().collect()
+            }),
+        }
+    }
 }
 
 /// What every reconcile pass shares.
@@ -332,19 +362,7 @@ where
     }
 
     /// Like `watch`, caching each object as `trim` leaves it (managedFields
-    /// always go).
-    fn watch_trimmed(
-        client: &Client,
-        metrics: &Arc<Metrics>,
-        config: watcher::Config,
-        subscribers: usize,
-        trim: impl FnMut(&mut K) + Send + 'static,
-    ) -> Self {
-        Self::watch_observed(client, metrics, config, subscribers, trim, |_, _| {})
-    }
-
-    /// Like `watch_trimmed`, and `observe` sees every event once the cache
-    /// holds it.
+    /// always go), and `observe` sees every event once the cache holds it.
     fn watch_observed(
         client: &Client,
         metrics: &Arc<Metrics>,
@@ -417,24 +435,25 @@ pub async fn run(
     let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, &metrics, owned(), 1);
     let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, &metrics, owned(), 1);
     let mut namespaces = Shared::<Namespace>::watch(&client, &metrics, owned(), 1);
-    let owners = Owners::default();
-    let mut role_bindings = Shared::<RoleBinding>::watch_observed(&client, &metrics, owned(), 2, |_| {}, owners.role_bindings.follow());
-    let mut roles = Shared::<Role>::watch(&client, &metrics, owned(), 1);
+    let indexes = Indexes::default();
+    let mut role_bindings =
+        Shared::<Owned<RoleBinding>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.role_bindings.follow());
+    let mut roles = Shared::<Owned<Role>>::watch(&client, &metrics, owned(), 1);
     let mut quotas = Shared::<ResourceQuota>::watch(&client, &metrics, owned(), 1);
-    let mut limit_ranges = Shared::<LimitRange>::watch(&client, &metrics, owned(), 1);
+    let mut limit_ranges = Shared::<Owned<LimitRange>>::watch(&client, &metrics, owned(), 1);
     let mut network_policies =
-        Shared::<NetworkPolicy>::watch_observed(&client, &metrics, owned(), 2, |_| {}, owners.network_policies.follow());
-    let mut service_accounts = Shared::<ServiceAccount>::watch(&client, &metrics, owned(), 1);
-    let mut config_maps = Shared::<ConfigMap>::watch(&client, &metrics, owned(), 1);
+        Shared::<Owned<NetworkPolicy>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.network_policies.follow());
+    let mut service_accounts = Shared::<Owned<ServiceAccount>>::watch(&client, &metrics, owned(), 1);
+    let mut config_maps = Shared::<Owned<ConfigMap>>::watch(&client, &metrics, owned(), 1);
     let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, &metrics, owned(), 1);
-    // Runs are read from the Jobs; a CronJob's status (its active Jobs, its
-    // last schedule) is not read, so not kept.
-    let mut cron_jobs = Shared::<CronJob>::watch_observed(&client, &metrics, owned(), 1, |cj| cj.status = None, owners.cron_jobs.follow());
-    let mut deployments = Shared::<Deployment>::watch_observed(&client, &metrics, owned(), 1, |_| {}, owners.deployments.follow());
+    // Runs are read from the Jobs, so a CronJob is kept as meshplane's own
+    // fields (`Owned`), like every child whose status is not read.
+    let mut cron_jobs = Shared::<Owned<CronJob>>::watch_observed(&client, &metrics, owned(), 1, |_| {}, indexes.cron_jobs.follow());
+    let mut deployments = Shared::<Deployment>::watch_observed(&client, &metrics, owned(), 1, |_| {}, indexes.deployments.follow());
     // A run is read from its labels, its creation and its status; its pod
     // template (a copy of the CronJob's, for every run kept in history) is not
     // kept.
-    let mut jobs = Shared::<Job>::watch_trimmed(&client, &metrics, owned(), 1, |job| job.spec = None);
+    let mut jobs = Shared::<Job>::watch_observed(&client, &metrics, owned(), 1, |job| job.spec = None, indexes.jobs.follow());
 
     let caches = Caches {
         domains: domains.store.clone(),
@@ -454,7 +473,7 @@ pub async fn run(
         policies: policies.store.clone(),
         admission_policies: admission_policies.store.clone(),
         admission_bindings: admission_bindings.store.clone(),
-        owners,
+        indexes,
     };
     // The catalog reads the same caches (on every replica, leader or not).
     let _ = catalog.send(Some(crate::catalog::http::CatalogCaches {
@@ -638,7 +657,7 @@ mod tests {
     #[test]
     fn children_are_found_by_their_owner_through_changes_and_relists() {
         let (cache, mut writer) = reflector::store::<RoleBinding>();
-        let index = ByOwner::<RoleBinding>::default();
+        let index = ByKey::<RoleBinding>::by_owner();
         let mut feed = |event: watcher::Event<RoleBinding>| {
             writer.apply_watcher_event(&event);
             index.apply(&event, &cache);
@@ -647,7 +666,7 @@ mod tests {
         feed(watcher::Event::Apply(binding("a2", "uid-a")));
         feed(watcher::Event::Apply(binding("b1", "uid-b")));
         let names = |uid: &str| {
-            let mut names: Vec<String> = index.children(&cache, uid).iter().map(|o| o.name_any()).collect();
+            let mut names: Vec<String> = index.get(&cache, uid).iter().map(|o| o.name_any()).collect();
             names.sort();
             names
         };
@@ -666,6 +685,34 @@ mod tests {
         feed(watcher::Event::InitDone);
         assert!(names("uid-a").is_empty());
         assert_eq!(names("uid-c"), ["c1"]);
+    }
+
+    #[test]
+    fn runs_are_found_by_their_product() {
+        let (cache, mut writer) = reflector::store::<Job>();
+        let index = Indexes::default().jobs;
+        let run = |name: &str, namespace: &str, product: &str| -> Job {
+            serde_saphyr::from_str(&format!(
+                "metadata: {{name: {name}, namespace: {namespace}, labels: {{{}: {product}}}}}",
+                keys::LABEL_PRODUCT
+            ))
+            .unwrap()
+        };
+        for job in [run("r1", "dm-a", "orders"), run("r2", "dm-a", "orders"), run("r3", "dm-a", "sales"), run("r4", "dm-b", "orders")] {
+            let event = watcher::Event::Apply(job);
+            writer.apply_watcher_event(&event);
+            index.apply(&event, &cache);
+        }
+        let mut names: Vec<String> = index.get(&cache, &run_key("dm-a", "orders")).iter().map(|j| j.name_any()).collect();
+        names.sort();
+        assert_eq!(names, ["r1", "r2"]);
+        assert_eq!(index.get(&cache, &run_key("dm-b", "orders")).len(), 1);
+        // Relabelled to another product: found under that one only.
+        let event = watcher::Event::Apply(run("r1", "dm-a", "sales"));
+        writer.apply_watcher_event(&event);
+        index.apply(&event, &cache);
+        assert_eq!(index.get(&cache, &run_key("dm-a", "orders")).len(), 1);
+        assert_eq!(index.get(&cache, &run_key("dm-a", "sales")).len(), 2);
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineSta
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
 use crate::apply::{Conflict, Guarded, Outcome};
 use crate::keys;
+use crate::owned::Owned;
 use crate::render::domain::namespace_name;
 use crate::render::product::{self as render, InputState, ProductBundle, ProductSpecError, ResolvedConsumer, ResolvedInput, ValidProduct};
 use crate::storage::{self, StorageState};
@@ -45,15 +46,15 @@ pub struct Watches {
     pub products: Events<DataProduct>,
     pub producers: Events<DataProduct>,
     pub domains: Events<DataDomain>,
-    pub service_accounts: Events<ServiceAccount>,
-    pub config_maps: Events<ConfigMap>,
+    pub service_accounts: Events<Owned<ServiceAccount>>,
+    pub config_maps: Events<Owned<ConfigMap>>,
     pub claims: Events<PersistentVolumeClaim>,
-    pub cron_jobs: Events<CronJob>,
+    pub cron_jobs: Events<Owned<CronJob>>,
     pub deployments: Events<Deployment>,
     pub jobs: Events<Job>,
-    pub roles: Events<Role>,
-    pub role_bindings: Events<RoleBinding>,
-    pub network_policies: Events<NetworkPolicy>,
+    pub roles: Events<Owned<Role>>,
+    pub role_bindings: Events<Owned<RoleBinding>>,
+    pub network_policies: Events<Owned<NetworkPolicy>>,
     pub policies: Events<GovernancePolicy>,
 }
 
@@ -209,15 +210,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let applied = apply(&product, &valid, &bundle, &ctx).await;
     report_changes(&product, &ctx, &applied).await;
     let storage_states = observe_storage(&valid, &bundle, &applied, &ctx).await;
-    let jobs: Vec<Arc<Job>> = ctx
-        .caches
-        .jobs
-        .state()
-        .into_iter()
-        .filter(|j| {
-            j.namespace().as_deref() == Some(valid.namespace) && j.labels().get(keys::LABEL_PRODUCT).map(String::as_str) == Some(valid.name)
-        })
-        .collect();
+    let jobs = ctx.caches.indexes.jobs.get(&ctx.caches.jobs, &crate::controllers::run_key(valid.namespace, valid.name));
     let deployments: Vec<Arc<Deployment>> =
         bundle.deployments.iter().filter_map(|d| ctx.caches.deployments.get(&ObjectRef::from_obj(d))).collect();
     let pipelines = pipeline_statuses(&product, &jobs, &deployments);
@@ -382,12 +375,12 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         // Revocations: grants of consumers no longer listed, only after every
         // grant still wanted is in place.
         let keep: Vec<String> = bundle.role_bindings.iter().map(|r| r.name_any()).collect();
-        for name in a.prune(c.owners.role_bindings.children(&c.role_bindings, valid.uid), &keep).await? {
+        for name in a.prune(c.indexes.role_bindings.get(&c.role_bindings, valid.uid), &keep).await? {
             let note = format!("Revoked read access to DataProduct {} (deleted RoleBinding {name})", valid.name);
             ctx.publish(product, EventType::Normal, "Revoked", "Revoke", note, None).await;
         }
         let keep: Vec<String> = bundle.network_policies.iter().map(|p| p.name_any()).collect();
-        for name in a.prune(c.owners.network_policies.children(&c.network_policies, valid.uid), &keep).await? {
+        for name in a.prune(c.indexes.network_policies.get(&c.network_policies, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted NetworkPolicy {name}"), None).await;
         }
         applied.access_ok = true;
@@ -399,11 +392,11 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
             settle(product, ctx, d.object_ref(&()), a.apply_guarded(&c.deployments, d).await, Part::Pipelines, &mut applied).await?;
         }
         let keep: Vec<String> = bundle.cron_jobs.iter().map(|j| j.name_any()).collect();
-        for name in a.prune(c.owners.cron_jobs.children(&c.cron_jobs, valid.uid), &keep).await? {
+        for name in a.prune(c.indexes.cron_jobs.get(&c.cron_jobs, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted CronJob {name} (pipeline removed)"), None).await;
         }
         let keep: Vec<String> = bundle.deployments.iter().map(|d| d.name_any()).collect();
-        for name in a.prune(c.owners.deployments.children(&c.deployments, valid.uid), &keep).await? {
+        for name in a.prune(c.indexes.deployments.get(&c.deployments, valid.uid), &keep).await? {
             ctx.publish(product, EventType::Normal, "Deleted", "Prune", format!("Deleted Deployment {name} (pipeline removed)"), None)
                 .await;
         }

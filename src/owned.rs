@@ -1,0 +1,321 @@
+//! What the caches keep of a child meshplane applies: only the fields
+//! meshplane's own field manager set, as compact JSON text, next to the few
+//! metadata fields the controllers look up (name, namespace, uid, resource
+//! version, owner references, deletion).
+//!
+//! The applier compares what it would write with what the cluster holds
+//! (see [`crate::apply::contains`]), and that comparison only ever reads the
+//! fields meshplane writes. Everything else on a child (the API server's
+//! defaults, status, other managers' fields) is dropped as the watch delivers
+//! it: a CronJob as a k8s-openapi struct is several kilobytes, its own fields
+//! as text a few hundred bytes. Which fields are meshplane's comes from the
+//! object's managedFields (server-side apply records them per manager).
+//!
+//! A field another manager took over (a forced apply, a `kubectl edit`) is no
+//! longer in meshplane's set, so it reads as missing and the next pass applies
+//! it again, which is how the applier notices the conflict.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use crate::keys;
+
+/// A child kind as its cache keeps it (see the module docs).
+pub struct Owned<K> {
+    metadata: ObjectMeta,
+    fields: Box<str>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Owned<K> {
+    fn clone(&self) -> Self {
+        Owned { metadata: self.metadata.clone(), fields: self.fields.clone(), kind: PhantomData }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> fmt::Debug for Owned<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(&format!("Owned<{}>", K::kind(&()))).field("metadata", &self.metadata).field("fields", &self.fields).finish()
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Owned<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Owned<K> {
+    /// Keeps of `object` (as the API server serves it) what meshplane set.
+    pub fn from_value(mut object: Value) -> Result<Self, serde_json::Error> {
+        let body = object.as_object_mut().ok_or_else(|| serde::de::Error::custom("an object must be a JSON object"))?;
+        let mut meta = body.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
+        let managed = meta.as_object_mut().and_then(|m| m.remove("managedFields"));
+        let ours = own_fields(managed.as_ref());
+        // The metadata the controllers look up stays typed; the rest of it
+        // (labels, annotations, finalizers) is compared like any other field.
+        let mut looked_up = Map::new();
+        if let Some(meta) = meta.as_object_mut() {
+            for key in ["name", "namespace", "uid", "resourceVersion", "ownerReferences", "deletionTimestamp"] {
+                if let Some(value) = meta.remove(key) {
+                    looked_up.insert(key.to_string(), value);
+                }
+            }
+        }
+        body.insert("metadata".into(), meta);
+        body.remove("apiVersion");
+        body.remove("kind");
+        if ours.as_object().is_some_and(Map::is_empty) {
+            // Not a field of it is meshplane's (`{}` would mean all of it).
+            object = Value::Object(Map::new());
+        } else {
+            retain(&mut object, &ours);
+        }
+        let metadata: ObjectMeta = serde_json::from_value(Value::Object(looked_up))?;
+        Ok(Owned { metadata, fields: serde_json::to_string(&object)?.into_boxed_str(), kind: PhantomData })
+    }
+
+    /// The object as meshplane's fields make it up: what
+    /// [`crate::apply::contains`] compares a desired object with.
+    pub fn current(&self) -> Result<Value, serde_json::Error> {
+        let mut object: Value = serde_json::from_str(&self.fields)?;
+        let looked_up = serde_json::to_value(&self.metadata)?;
+        if let (Some(object), Value::Object(looked_up)) = (object.as_object_mut(), looked_up) {
+            object.insert("apiVersion".into(), K::api_version(&()).into());
+            object.insert("kind".into(), K::kind(&()).into());
+            let meta = object.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.extend(looked_up);
+            }
+        }
+        Ok(object)
+    }
+}
+
+impl<'de, K: Resource<DynamicType = ()>> Deserialize<'de> for Owned<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Owned::from_value(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The union of meshplane's managedFields entries (its applies, and its
+/// few plain writes such as a released claim's labels).
+fn own_fields(managed: Option<&Value>) -> Value {
+    let mut set = Value::Object(Map::new());
+    for entry in managed.and_then(Value::as_array).into_iter().flatten() {
+        if entry.get("manager").and_then(Value::as_str) == Some(keys::FIELD_MANAGER)
+            && let Some(fields) = entry.get("fieldsV1")
+        {
+            union(&mut set, fields);
+        }
+    }
+    set
+}
+
+fn union(into: &mut Value, from: &Value) {
+    if let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) {
+        for (key, child) in from {
+            union(into.entry(key.clone()).or_insert_with(|| Value::Object(Map::new())), child);
+        }
+    }
+}
+
+/// Removes from `value` every field that `set` (a managedFields `fieldsV1`
+/// set) does not name. A member with no children in the set is kept whole
+/// (a leaf, or an atomic list or map); list items are matched by key
+/// (`k:`), by value (`v:`) or by index (`i:`).
+pub fn retain(value: &mut Value, set: &Value) {
+    let Some(set) = set.as_object() else { return };
+    if set.is_empty() {
+        return; // `{}`: the member is owned whole
+    }
+    match value {
+        Value::Object(fields) => fields.retain(|name, child| match set.get(&format!("f:{name}")) {
+            Some(child_set) => {
+                retain(child, child_set);
+                true
+            }
+            None => false,
+        }),
+        Value::Array(items) => {
+            let mut index = 0;
+            items.retain_mut(|item| {
+                let found = item_set(set, item, index);
+                index += 1;
+                match found {
+                    Some(child_set) => {
+                        retain(item, child_set);
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        _ => {}
+    }
+}
+
+/// The part of a list's set that names `item` (at `index`), if any.
+fn item_set<'a>(set: &'a Map<String, Value>, item: &Value, index: usize) -> Option<&'a Value> {
+    static EMPTY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Map::new()));
+    set.iter().find_map(|(key, child)| {
+        if let Some(keys) = key.strip_prefix("k:") {
+            let keys: Map<String, Value> = serde_json::from_str(keys).ok()?;
+            keys.iter().all(|(k, v)| item.get(k) == Some(v)).then_some(child)
+        } else if let Some(v) = key.strip_prefix("v:") {
+            (serde_json::from_str::<Value>(v).ok()? == *item).then_some(&*EMPTY)
+        } else if let Some(i) = key.strip_prefix("i:") {
+            (i.parse::<usize>().ok()? == index).then_some(child)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::CronJob;
+    use serde_json::json;
+
+    fn served() -> Value {
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {
+                "name": "orders-nightly", "namespace": "sales", "uid": "u-1", "resourceVersion": "42",
+                "creationTimestamp": "2026-11-29T00:00:00Z", "generation": 3,
+                "labels": {"app.kubernetes.io/managed-by": "meshplane", "team": "added-by-someone"},
+                "ownerReferences": [{"apiVersion": "meshplane.io/v1alpha1", "kind": "DataProduct", "name": "orders", "uid": "p-1", "controller": true}],
+                "managedFields": [
+                    {"manager": "meshplane", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {
+                        "f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}, "f:ownerReferences": {"k:{\"uid\":\"p-1\"}": {}}},
+                        "f:spec": {"f:schedule": {}, "f:jobTemplate": {"f:spec": {"f:template": {"f:spec": {
+                            "f:containers": {"k:{\"name\":\"run\"}": {".": {}, "f:name": {}, "f:image": {}, "f:args": {},
+                                "f:env": {"k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}}}}},
+                            "f:restartPolicy": {}
+                        }}}}}
+                    }},
+                    {"manager": "kubectl-edit", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {
+                        "f:metadata": {"f:labels": {"f:team": {}}},
+                        "f:spec": {"f:jobTemplate": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                            "k:{\"name\":\"run\"}": {"f:env": {"k:{\"name\":\"B\"}": {".": {}, "f:name": {}, "f:value": {}}}}
+                        }}}}}}
+                    }}
+                ]
+            },
+            "spec": {
+                "schedule": "0 3 * * *", "concurrencyPolicy": "Allow", "suspend": false,
+                "jobTemplate": {"spec": {"backoffLimit": 6, "template": {"spec": {
+                    "containers": [
+                        {"name": "run", "image": "busybox", "args": ["a", "b"], "terminationMessagePath": "/dev/termination-log",
+                         "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                        {"name": "sidecar", "image": "proxy"}
+                    ],
+                    "restartPolicy": "OnFailure", "dnsPolicy": "ClusterFirst"
+                }}}}
+            },
+            "status": {"lastScheduleTime": "2026-11-29T03:00:00Z"}
+        })
+    }
+
+    #[test]
+    fn only_meshplanes_fields_are_kept() {
+        let owned = Owned::<CronJob>::from_value(served()).unwrap();
+        let current = owned.current().unwrap();
+        assert_eq!(
+            current["spec"],
+            json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "containers": [{"name": "run", "image": "busybox", "args": ["a", "b"], "env": [{"name": "A", "value": "1"}]}],
+                "restartPolicy": "OnFailure"
+            }}}}})
+        );
+        assert_eq!(current["metadata"]["labels"], json!({"app.kubernetes.io/managed-by": "meshplane"}));
+        assert!(current.get("status").is_none());
+        assert!(current["metadata"].get("managedFields").is_none() && current["metadata"].get("generation").is_none());
+    }
+
+    #[test]
+    fn what_meshplane_applied_compares_equal_and_a_change_does_not() {
+        let current = Owned::<CronJob>::from_value(served()).unwrap().current().unwrap();
+        let mut applied = json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {
+                "name": "orders-nightly", "namespace": "sales", "labels": {"app.kubernetes.io/managed-by": "meshplane"},
+                "ownerReferences": [{"apiVersion": "meshplane.io/v1alpha1", "kind": "DataProduct", "name": "orders", "uid": "p-1", "controller": true}]
+            },
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "containers": [{"name": "run", "image": "busybox", "args": ["a", "b"], "env": [{"name": "A", "value": "1"}]}],
+                "restartPolicy": "OnFailure"
+            }}}}}
+        });
+        assert!(crate::apply::contains(&current, &applied));
+        applied["spec"]["schedule"] = "0 4 * * *".into();
+        assert!(!crate::apply::contains(&current, &applied));
+    }
+
+    #[test]
+    fn what_controllers_look_up_stays_in_the_metadata() {
+        let owned = Owned::<CronJob>::from_value(served()).unwrap();
+        let meta = owned.meta();
+        assert_eq!(meta.name.as_deref(), Some("orders-nightly"));
+        assert_eq!(meta.namespace.as_deref(), Some("sales"));
+        assert_eq!(meta.uid.as_deref(), Some("u-1"));
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "p-1");
+        assert!(meta.labels.is_none() && meta.managed_fields.is_none());
+        let current = owned.current().unwrap();
+        assert_eq!(current["metadata"]["name"], "orders-nightly");
+        assert_eq!(current["metadata"]["ownerReferences"][0]["uid"], "p-1");
+    }
+
+    #[test]
+    fn an_object_meshplane_set_nothing_on_compares_as_empty() {
+        let mut object = served();
+        object["metadata"]["managedFields"] = json!([]);
+        let current = Owned::<CronJob>::from_value(object).unwrap().current().unwrap();
+        assert!(current.get("spec").is_none());
+        assert_eq!(current["metadata"]["name"], "orders-nightly");
+    }
+
+    #[test]
+    fn list_items_match_by_value_and_index() {
+        let mut value = json!({"finalizers": ["a", "b"], "ports": [{"port": 1}, {"port": 2}]});
+        retain(&mut value, &json!({"f:finalizers": {"v:\"b\"": {}}, "f:ports": {"i:1": {"f:port": {}}}}));
+        assert_eq!(value, json!({"finalizers": ["b"], "ports": [{"port": 2}]}));
+    }
+
+    #[test]
+    fn a_map_set_with_only_itself_keeps_none_of_its_fields() {
+        let mut value = json!({"resources": {"limits": {"cpu": "1"}}});
+        retain(&mut value, &json!({"f:resources": {".": {}}}));
+        assert_eq!(value, json!({"resources": {}}));
+    }
+}
