@@ -213,7 +213,7 @@ impl<K: Serialize> Current for K {
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Current for Owned<K> {
+impl<K: Resource<DynamicType = ()> + crate::owned::Served> Current for Owned<K> {
     fn current(&self) -> serde_json::Result<Value> {
         Owned::current(self)
     }

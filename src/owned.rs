@@ -39,13 +39,13 @@ impl<K> Clone for Owned<K> {
     }
 }
 
-impl<K: Resource<DynamicType = ()>> fmt::Debug for Owned<K> {
+impl<K: Resource<DynamicType = ()> + Served> fmt::Debug for Owned<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(&format!("Owned<{}>", K::kind(&()))).field("metadata", &self.metadata).field("fields", &self.fields).finish()
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Resource for Owned<K> {
+impl<K: Resource<DynamicType = ()> + Served> Resource for Owned<K> {
     type DynamicType = ();
     type Scope = K::Scope;
 
@@ -72,7 +72,7 @@ impl<K: Resource<DynamicType = ()>> Resource for Owned<K> {
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Owned<K> {
+impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
     /// Keeps of `object` (as the API server serves it) what meshplane set.
     pub fn from_value(mut object: Value) -> Result<Self, serde_json::Error> {
         let body = object.as_object_mut().ok_or_else(|| serde::de::Error::custom("an object must be a JSON object"))?;
@@ -92,11 +92,15 @@ impl<K: Resource<DynamicType = ()>> Owned<K> {
         body.insert("metadata".into(), meta);
         body.remove("apiVersion");
         body.remove("kind");
+        let served: Vec<(String, Value)> = K::SERVED.iter().filter_map(|f| Some((f.to_string(), body.remove(*f)?))).collect();
         if ours.as_object().is_some_and(Map::is_empty) {
             // Not a field of it is meshplane's (`{}` would mean all of it).
             object = Value::Object(Map::new());
         } else {
             retain(&mut object, &ours);
+        }
+        if let Some(body) = object.as_object_mut() {
+            body.extend(served);
         }
         let metadata: ObjectMeta = serde_json::from_value(Value::Object(looked_up))?;
         Ok(Owned { metadata, fields: serde_json::to_string(&object)?.into_boxed_str(), kind: PhantomData })
@@ -119,11 +123,36 @@ impl<K: Resource<DynamicType = ()>> Owned<K> {
     }
 }
 
-impl<'de, K: Resource<DynamicType = ()>> Deserialize<'de> for Owned<K> {
+impl<'de, K: Resource<DynamicType = ()> + Served> Deserialize<'de> for Owned<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Owned::from_value(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
+
+/// The top-level fields of a child kind that [`Owned`] keeps whole, as the
+/// API server serves them, because a controller reads them: a claim's phase,
+/// and its class as the API server defaulted it.
+pub trait Served {
+    const SERVED: &'static [&'static str] = &[];
+}
+
+impl Served for k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    const SERVED: &'static [&'static str] = &["spec", "status"];
+}
+
+macro_rules! only_meshplanes {
+    ($($kind:ty),*) => { $(impl Served for $kind {})* };
+}
+
+only_meshplanes!(
+    k8s_openapi::api::rbac::v1::RoleBinding,
+    k8s_openapi::api::rbac::v1::Role,
+    k8s_openapi::api::networking::v1::NetworkPolicy,
+    k8s_openapi::api::core::v1::LimitRange,
+    k8s_openapi::api::core::v1::ServiceAccount,
+    k8s_openapi::api::core::v1::ConfigMap,
+    k8s_openapi::api::batch::v1::CronJob
+);
 
 /// The union of meshplane's managedFields entries (its applies, and its
 /// few plain writes such as a released claim's labels).
@@ -303,6 +332,24 @@ mod tests {
         let current = Owned::<CronJob>::from_value(object).unwrap().current().unwrap();
         assert!(current.get("spec").is_none());
         assert_eq!(current["metadata"]["name"], "orders-nightly");
+    }
+
+    #[test]
+    fn a_claim_keeps_its_spec_and_status_as_served() {
+        let claim = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "orders-data", "namespace": "sales", "labels": {"meshplane.dev/orphaned": "true"},
+                "managedFields": [
+                    {"manager": "meshplane", "operation": "Apply", "fieldsV1": {"f:spec": {"f:resources": {"f:requests": {"f:storage": {}}}}}},
+                    {"manager": "meshplane", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:meshplane.dev/orphaned": {}}}}}
+                ]},
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "standard", "volumeName": "pv-1"},
+            "status": {"phase": "Bound"}
+        });
+        let current = Owned::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::from_value(claim).unwrap().current().unwrap();
+        assert_eq!(current["spec"]["storageClassName"], "standard");
+        assert_eq!(current["status"]["phase"], "Bound");
+        assert_eq!(current["metadata"]["labels"]["meshplane.dev/orphaned"], "true");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub struct Caches {
     pub network_policies: Store<Owned<NetworkPolicy>>,
     pub service_accounts: Store<Owned<ServiceAccount>>,
     pub config_maps: Store<Owned<ConfigMap>>,
-    pub claims: Store<PersistentVolumeClaim>,
+    pub claims: Store<Owned<PersistentVolumeClaim>>,
     pub cron_jobs: Store<Owned<CronJob>>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
@@ -445,7 +445,7 @@ pub async fn run(
         Shared::<Owned<NetworkPolicy>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.network_policies.follow());
     let mut service_accounts = Shared::<Owned<ServiceAccount>>::watch(&client, &metrics, owned(), 1);
     let mut config_maps = Shared::<Owned<ConfigMap>>::watch(&client, &metrics, owned(), 1);
-    let mut claims = Shared::<PersistentVolumeClaim>::watch(&client, &metrics, owned(), 1);
+    let mut claims = Shared::<Owned<PersistentVolumeClaim>>::watch(&client, &metrics, owned(), 1);
     // Runs are read from the Jobs, so a CronJob is kept as meshplane's own
     // fields (`Owned`), like every child whose status is not read.
     let mut cron_jobs = Shared::<Owned<CronJob>>::watch_observed(&client, &metrics, owned(), 1, |_| {}, indexes.cron_jobs.follow());

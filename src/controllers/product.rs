@@ -48,7 +48,7 @@ pub struct Watches {
     pub domains: Events<DataDomain>,
     pub service_accounts: Events<Owned<ServiceAccount>>,
     pub config_maps: Events<Owned<ConfigMap>>,
-    pub claims: Events<PersistentVolumeClaim>,
+    pub claims: Events<Owned<PersistentVolumeClaim>>,
     pub cron_jobs: Events<Owned<CronJob>>,
     pub deployments: Events<Deployment>,
     pub jobs: Events<Job>,
@@ -490,7 +490,7 @@ async fn current_object(ctx: &Context, resource: &ApiResource, object: &DynamicO
         let Some(pvc) = ctx.caches.claims.get(&ObjectRef::new(&name).within(&namespace)) else {
             return Ok(None);
         };
-        let value = serde_json::to_value(pvc.as_ref()).map_err(|source| Error::Serialize { what: "claim", source })?;
+        let value = pvc.current().map_err(|source| Error::Serialize { what: "claim", source })?;
         return serde_json::from_value(value).map(Some).map_err(|source| Error::Serialize { what: "claim", source });
     }
     Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, resource)
