@@ -7,9 +7,11 @@
 //! (see [`crate::apply::contains`]), and that comparison only ever reads the
 //! fields meshplane writes. Everything else on a child (the API server's
 //! defaults, status, other managers' fields) is dropped as the watch delivers
-//! it: a CronJob as a k8s-openapi struct is several kilobytes, its own fields
-//! as text a few hundred bytes. Which fields are meshplane's comes from the
-//! object's managedFields (server-side apply records them per manager).
+//! it: a CronJob held as a k8s-openapi struct takes about 10 KB of heap, as
+//! `Owned` about 2 KB (BENCHMARKS.md). Which fields are meshplane's comes from
+//! the object's managedFields (server-side apply records them per manager).
+//! A kind whose served fields a controller reads keeps those whole
+//! ([`Served`]: a claim's spec and status).
 //!
 //! A field another manager took over (a forced apply, a `kubectl edit`) is no
 //! longer in meshplane's set, so it reads as missing and the next pass applies
