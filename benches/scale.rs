@@ -283,6 +283,82 @@ impl Operator {
 }
 
 // ---------------------------------------------------------------------------
+// Where the machine's CPU goes
+
+/// CPU time, in seconds, of the whole machine (busy and all) and of each
+/// process of the run by name: the control plane's components, meshplane and
+/// this benchmark. A phase's delta says whether the machine was saturated and
+/// who used it.
+#[derive(Default, Clone)]
+struct Cpu {
+    busy: f64,
+    all: f64,
+    by_process: BTreeMap<String, f64>,
+}
+
+/// Ticks (100 per second) to seconds.
+const TICK: f64 = 100.0;
+
+fn cpu_now() -> Cpu {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // user nice system idle iowait irq softirq steal ...
+    let fields: Vec<f64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let all: f64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    let mut by_process = BTreeMap::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let name = match comm {
+            _ if pid == me => "benchmark",
+            c if c.starts_with("kube-apiserver") => "kube-apiserver",
+            c if c.starts_with("kube-controller") => "kube-controller-manager",
+            c if c.starts_with("kube-scheduler") => "kube-scheduler",
+            "etcd" => "etcd",
+            c if c.starts_with("kwok") => "kwok",
+            "meshplane" => "meshplane",
+            _ => "other",
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        *by_process.entry(name.to_string()).or_default() += (ticks(11) + ticks(12)) / TICK;
+    }
+    Cpu { busy: (all - idle) / TICK, all: all / TICK, by_process }
+}
+
+/// One phase's CPU: the machine's busy share (of all its cores) and each
+/// process's seconds. A process that ended in the phase (a restarted
+/// operator) is not counted; one that started counts whole.
+#[derive(Default, serde::Serialize)]
+struct PhaseCpu {
+    seconds: f64,
+    machine_busy_percent: f64,
+    by_process_s: BTreeMap<String, f64>,
+}
+
+fn phase_cpu(before: &Cpu, after: &Cpu) -> PhaseCpu {
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let all = after.all - before.all;
+    PhaseCpu {
+        seconds: round(all / cores),
+        machine_busy_percent: if all > 0.0 { round(100.0 * (after.busy - before.busy) / all) } else { 0.0 },
+        by_process_s: after
+            .by_process
+            .iter()
+            .map(|(k, v)| (k.clone(), round(v - before.by_process.get(k).copied().unwrap_or(0.0))))
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Waiting for readiness with a watch
 
 fn is_ready(conditions: &[meshplane::api::Condition]) -> bool {
@@ -485,6 +561,10 @@ struct Report {
     cpu_steady_s: f64,
     http_429_by: BTreeMap<String, f64>,
     apf_rejected: f64,
+    /// The machine's CPU during the floor's and the operator's products
+    /// phase: saturated or not, and who used it.
+    cpu_floor_products: PhaseCpu,
+    cpu_operator_products: PhaseCpu,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -532,12 +612,14 @@ async fn main() {
     .await;
     report.floor_domains_s = started.elapsed().as_secs_f64();
     let products_started = Instant::now();
+    let cpu_before = cpu_now();
     apply_all(&sa, children, c).await;
     await_ready(Api::<PersistentVolumeClaim>::all(admin.clone()), floor_selector, n, products_started, Duration::from_secs(1800), |pvc| {
         pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
     })
     .await;
     report.floor_products_s = products_started.elapsed().as_secs_f64();
+    report.cpu_floor_products = phase_cpu(&cpu_before, &cpu_now());
     report.floor_total_s = started.elapsed().as_secs_f64();
     println!("floor: domains {:.1}s, products {:.1}s", report.floor_domains_s, report.floor_products_s);
 
@@ -557,6 +639,7 @@ async fn main() {
     let before_products = counters(&admin).await;
     report.writes_per_domain = total(&delta(&before_products, &before_domains)) / d as f64;
     let products_started = Instant::now();
+    let cpu_before = cpu_now();
     let products: Vec<Value> = (0..n)
         .map(|j| {
             let i = j % d;
@@ -569,6 +652,7 @@ async fn main() {
     })
     .await;
     report.operator_products_ready_s = products_started.elapsed().as_secs_f64();
+    report.cpu_operator_products = phase_cpu(&cpu_before, &cpu_now());
     report.operator_total_s = started.elapsed().as_secs_f64();
     report.ratio = report.operator_total_s / report.floor_total_s;
     println!(
@@ -741,6 +825,15 @@ fn print_report(r: &Report) {
     println!("\nwrites per product by verb and resource (all clients):");
     for (k, v) in &r.writes_per_product_by_resource {
         println!("  {k}: {v}");
+    }
+    for (phase, cpu) in [("floor", &r.cpu_floor_products), ("operator", &r.cpu_operator_products)] {
+        let processes: Vec<String> = cpu.by_process_s.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
+        println!(
+            "CPU in the {phase}'s products phase ({:.1} s): machine {:.1}% busy; {}",
+            cpu.seconds,
+            cpu.machine_busy_percent,
+            processes.join(", ")
+        );
     }
     if !r.http_429_by.is_empty() {
         println!("HTTP 429 by verb and resource: {:?}", r.http_429_by);

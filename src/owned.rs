@@ -1,7 +1,7 @@
 //! What the caches keep of a child meshplane applies: only the fields
 //! meshplane's own field manager set, as compact JSON text, next to the few
 //! metadata fields the controllers look up (name, namespace, uid, resource
-//! version, owner references, deletion).
+//! version, owner references, creation, deletion).
 //!
 //! The applier compares what it would write with what the cluster holds
 //! (see [`crate::apply::contains`]), and that comparison only ever reads the
@@ -85,7 +85,7 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
         // (labels, annotations, finalizers) is compared like any other field.
         let mut looked_up = Map::new();
         if let Some(meta) = meta.as_object_mut() {
-            for key in ["name", "namespace", "uid", "resourceVersion", "ownerReferences", "deletionTimestamp"] {
+            for key in ["name", "namespace", "uid", "resourceVersion", "ownerReferences", "creationTimestamp", "deletionTimestamp"] {
                 if let Some(value) = meta.remove(key) {
                     looked_up.insert(key.to_string(), value);
                 }
@@ -291,6 +291,8 @@ mod tests {
         assert_eq!(current["metadata"]["labels"], json!({"app.kubernetes.io/managed-by": "meshplane"}));
         assert!(current.get("status").is_none());
         assert!(current["metadata"].get("managedFields").is_none() && current["metadata"].get("generation").is_none());
+        // Looked up: how long a claim has waited to bind.
+        assert_eq!(owned.meta().creation_timestamp.as_ref().map(|t| t.0.to_string()).as_deref(), Some("2026-11-29T00:00:00Z"));
     }
 
     #[test]

@@ -232,6 +232,55 @@ async fn same_domain_inputs_are_granted_without_a_consumer_entry() {
     assert_eq!(product_condition(&p, "InputsReady").reason, "NotFound");
 }
 
+/// A new product's first status waits while its claim binds, so it appears
+/// once, as Ready; a claim that cannot bind is reported once it has had
+/// `storage::SETTLING` (10 s) to, with the reason from its Events.
+#[tokio::test]
+async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+    operator();
+    let client = cluster().await;
+    let domain = unique("binding");
+    // A class without a provisioner or a volume of its own: its claims stay Pending.
+    let empty = format!("{domain}-empty");
+    apply(&format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {empty}}}\n\
+         provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
+    ));
+    let ns = ready_domain(&client, &domain, &format!("  storageClasses: [standard, {empty}]\n")).await;
+    let api = Api::<DataProduct>::namespaced(client.clone(), &ns);
+    let first_status = |name: &str| {
+        let stream = watcher(api.clone(), watcher::Config::default().fields(&format!("metadata.name={name}"))).applied_objects();
+        async move {
+            let mut stream = std::pin::pin!(stream.try_filter(|p| std::future::ready(p.status.is_some())));
+            tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("a status within 60 s").unwrap().unwrap()
+        }
+    };
+
+    let watching = tokio::spawn(first_status("bound"));
+    apply(&product(&ns, "bound", "  storage: [{name: data, kind: Volume, size: 1Gi, storageClass: standard}]\n"));
+    let bound = watching.await.unwrap();
+    assert_eq!(product_condition(&bound, "Ready").status, "True", "the first status written: {:?}", bound.status);
+    assert_eq!(product_condition(&bound, "StorageReady").message, "claim bound-data is Bound");
+
+    let watching = tokio::spawn(first_status("stuck"));
+    apply(&product(&ns, "stuck", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {empty}}}]\n")));
+    let stuck = watching.await.unwrap();
+    let storage = product_condition(&stuck, "StorageReady");
+    assert_eq!((storage.status.as_str(), storage.reason.as_str()), ("False", "ClaimPending"), "{storage:?}");
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get("stuck-data").await.unwrap();
+    let created = claim.metadata.creation_timestamp.unwrap().0;
+    let reported = storage.last_transition_time.0;
+    assert!(
+        reported.duration_since(created).as_secs() >= 9,
+        "a Pending claim is reported once it has had 10 s to bind: created {created}, reported {reported}"
+    );
+    // The reason comes from the claim's Events (the volume binder's own words).
+    assert!(storage.message.starts_with("claim stuck-data: "), "{}", storage.message);
+    kubectl(&["delete", "storageclass", &empty]);
+}
+
 #[tokio::test]
 async fn storage_is_retained_or_deleted_as_asked_and_never_anothers() {
     operator();

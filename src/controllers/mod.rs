@@ -22,6 +22,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ReflectHandle, Store};
@@ -70,6 +71,9 @@ pub struct Caches {
     pub policies: Store<GovernancePolicy>,
     pub admission_policies: Store<ValidatingAdmissionPolicy>,
     pub admission_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    /// Read to tell a claim that waits for its first consumer by design from
+    /// one that cannot bind.
+    pub storage_classes: Store<StorageClass>,
     pub indexes: Indexes,
 }
 
@@ -435,6 +439,7 @@ pub async fn run(
     let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, &metrics, owned(), 1);
     let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, &metrics, owned(), 1);
     let mut namespaces = Shared::<Namespace>::watch(&client, &metrics, owned(), 1);
+    let storage_classes = Shared::<StorageClass>::watch(&client, &metrics, all(), 0);
     let indexes = Indexes::default();
     let mut role_bindings =
         Shared::<Owned<RoleBinding>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.role_bindings.follow());
@@ -473,6 +478,7 @@ pub async fn run(
         policies: policies.store.clone(),
         admission_policies: admission_policies.store.clone(),
         admission_bindings: admission_bindings.store.clone(),
+        storage_classes: storage_classes.store.clone(),
         indexes,
     };
     // The catalog reads the same caches (on every replica, leader or not).
@@ -558,6 +564,7 @@ pub async fn run(
         policies.driver,
         admission_policies.driver,
         admission_bindings.driver,
+        storage_classes.driver,
     ])
     .collect::<()>();
 
@@ -616,6 +623,7 @@ pub async fn run(
             c.policies.wait_until_ready().boxed(),
             c.admission_policies.wait_until_ready().boxed(),
             c.admission_bindings.wait_until_ready().boxed(),
+            c.storage_classes.wait_until_ready().boxed(),
         ];
         if futures::future::try_join_all(waits).await.is_ok() {
             tracing::info!("caches synced; ready");

@@ -209,7 +209,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
 
     let applied = apply(&product, &valid, &bundle, &ctx).await;
     report_changes(&product, &ctx, &applied).await;
-    let storage_states = observe_storage(&valid, &bundle, &applied, &ctx).await;
+    let (storage_states, settling) = observe_storage(&valid, &bundle, &applied, &ctx).await;
     let jobs = ctx.caches.indexes.jobs.get(&ctx.caches.jobs, &crate::controllers::run_key(valid.namespace, valid.name));
     let deployments: Vec<Arc<Deployment>> =
         bundle.deployments.iter().filter_map(|d| ctx.caches.deployments.get(&ObjectRef::from_obj(d))).collect();
@@ -238,15 +238,23 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     computed.insert(computed.len() - 3, compliance);
     let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
-    // pass, moments later), so a new product costs one status write.
+    // pass, moments later), and a new product's first status waits while its
+    // storage binds (at most `storage::SETTLING`), so a new product usually
+    // costs one status write, and that one says Ready.
     let created = applied.created;
-    if !created || applied.result.is_err() {
+    let binding = product.status.is_none() && settling.is_some() && waits_only_for_storage(&computed);
+    if (!created && !binding) || applied.result.is_err() {
         write_status(&product, &ctx, status, computed).await?;
     }
     applied.result?;
     let mut requeue = ctx.settings.resync;
     if created {
         requeue = Duration::from_secs(1);
+    }
+    if let Some(left) = settling {
+        // The claim's binding wakes the product; if it has not bound by
+        // then, look again to report it and say why.
+        requeue = requeue.min(left + Duration::from_millis(100));
     }
     if !applied.refused.is_empty() {
         // Quota frees up when something else in the namespace goes, which
@@ -518,13 +526,34 @@ async fn backend_installed(ctx: &Context, resources: &[ApiResource]) -> Result<b
     Ok(true)
 }
 
+/// Whether storage is all a product waits for: every other part is ready,
+/// it complies, and nothing needs a person. (Ready and Reconciling follow the
+/// parts; freshness is not judged before a first run.)
+fn waits_only_for_storage(computed: &[Computed]) -> bool {
+    let others_fine = computed.iter().all(|c| match c.type_ {
+        conditions::STALLED => !c.status,
+        conditions::STORAGE_READY | conditions::READY | conditions::RECONCILING | conditions::FRESH => true,
+        _ => c.status,
+    });
+    others_fine && computed.iter().any(|c| c.type_ == conditions::STORAGE_READY && !c.status)
+}
+
+/// Each storage entry's state, and how long the newest storage that is not
+/// ready yet has left to settle (see [`storage::SETTLING`]), if any.
 async fn observe_storage(
     valid: &ValidProduct<'_>,
     bundle: &ProductBundle,
     applied: &Applied,
     ctx: &Context,
-) -> Vec<(String, StorageState)> {
+) -> (Vec<(String, StorageState)>, Option<Duration>) {
     let mut states = Vec::new();
+    let mut settling: Option<Duration> = None;
+    let lookup = storage::Lookup {
+        client: &ctx.client,
+        namespace: valid.namespace,
+        storage_classes: &ctx.caches.storage_classes,
+        now: jiff::Timestamp::now(),
+    };
     for (storage, (name, kind, objects)) in valid.product.spec.storage.iter().zip(&bundle.storage) {
         if applied.missing_backends.contains(name) {
             let resources: Vec<String> =
@@ -543,7 +572,7 @@ async fn observe_storage(
         let backend = storage::backend(*kind);
         let mut state = backend.state(storage, &current);
         if !state.ready
-            && let Some(explanation) = backend.explain(&ctx.client, valid.namespace, &current).await
+            && let Some(explanation) = backend.explain(&lookup, &current).await
         {
             if explanation.starts_with("WaitForFirstConsumer") {
                 state = StorageState { ready: true, reason: "WaitForFirstConsumer", message: explanation };
@@ -551,9 +580,25 @@ async fn observe_storage(
                 state.message = explanation;
             }
         }
+        if !state.ready {
+            let left = settling_left(&current, lookup.now);
+            settling = match (settling, left) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
         states.push((name.clone(), state));
     }
-    states
+    (states, settling)
+}
+
+/// How long storage made of `current` has left of [`storage::SETTLING`],
+/// counted from its newest object; `None` once settled (or not all made).
+fn settling_left(current: &[Option<DynamicObject>], now: jiff::Timestamp) -> Option<Duration> {
+    let newest = current.iter().map(|o| o.as_ref()?.metadata.creation_timestamp.as_ref().map(|t| t.0)).collect::<Option<Vec<_>>>()?;
+    let newest = newest.into_iter().max()?;
+    let age = Duration::try_from(now.duration_since(newest)).unwrap_or(Duration::ZERO);
+    storage::SETTLING.checked_sub(age).filter(|left| !left.is_zero())
 }
 
 /// Each pipeline's runs, from the Jobs and Deployments in the cluster (pure).
@@ -1133,6 +1178,42 @@ mod tests {
         assert_eq!(never.reason, reason::NO_SUCCESSFUL_RUN);
         // A message must not change from pass to pass, or status is rewritten each time.
         assert_eq!(freshness(&p, &pipelines, at(121)).unwrap().0, fresh);
+    }
+
+    #[test]
+    fn storage_settles_from_its_newest_object() {
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        let object = |created: i64| {
+            let json =
+                format!(r#"{{"apiVersion": "v1", "kind": "X", "metadata": {{"name": "x", "creationTimestamp": "{}"}}}}"#, at(created));
+            Some(serde_json::from_str::<DynamicObject>(&json).unwrap())
+        };
+        assert_eq!(settling_left(&[object(100), object(104)], at(106)), Some(storage::SETTLING - Duration::from_secs(2)));
+        assert_eq!(settling_left(&[object(100)], at(100) + storage::SETTLING), None, "settled");
+        assert_eq!(settling_left(&[object(100), None], at(101)), None, "not all made: nothing to wait for yet");
+    }
+
+    #[test]
+    fn only_storage_may_hold_back_a_first_status() {
+        let part = |type_, ready| Computed::new(type_, ready, if ready { reason::PROVISIONED } else { "ClaimPending" }, "");
+        let pass = |storage, pipelines, compliant, stalled| {
+            vec![
+                part(conditions::STORAGE_READY, storage),
+                part(conditions::PIPELINES_READY, pipelines),
+                part(conditions::ACCESS_READY, true),
+                part(conditions::INPUTS_READY, true),
+                part(conditions::FRESH, false),
+                part(conditions::POLICY_COMPLIANT, compliant),
+                part(conditions::READY, false),
+                part(conditions::RECONCILING, true),
+                part(conditions::STALLED, stalled),
+            ]
+        };
+        assert!(waits_only_for_storage(&pass(false, true, true, false)));
+        assert!(!waits_only_for_storage(&pass(true, true, true, false)), "nothing to wait for");
+        assert!(!waits_only_for_storage(&pass(false, false, true, false)), "a pipeline waits too");
+        assert!(!waits_only_for_storage(&pass(false, true, false, false)), "a violation is reported at once");
+        assert!(!waits_only_for_storage(&pass(false, true, true, true)), "a stall is reported at once");
     }
 
     #[test]

@@ -5,12 +5,11 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
-use kube::Client;
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 
-use super::{Backend, ProductRef, StorageState, Wiring, env, env_name, object_meta};
+use super::{Backend, Lookup, ProductRef, StorageState, Wiring, env, env_name, object_meta};
 use crate::api::product::{Mount, Storage};
 
 pub struct Bucket;
@@ -108,7 +107,7 @@ impl Backend for Bucket {
         }
     }
 
-    fn explain<'a>(&'a self, _: &'a Client, _: &'a str, _: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
+    fn explain<'a>(&'a self, _: &'a Lookup<'a>, _: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
         async { None }.boxed()
     }
 }

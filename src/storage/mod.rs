@@ -6,11 +6,15 @@
 mod bucket;
 mod volume;
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::core::ApiResource;
+use kube::runtime::reflector::Store;
 
 use crate::api::product::{Mount, Storage, StorageKind};
 
@@ -46,6 +50,20 @@ pub struct StorageState {
     pub message: String,
 }
 
+/// How long new storage is given to become ready (a claim to bind) before a
+/// backend asks the cluster why it is not: until then, waiting is normal, and
+/// looking costs a request per pass.
+pub const SETTLING: Duration = Duration::from_secs(10);
+
+/// What a backend consults to explain storage that is not ready.
+pub struct Lookup<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    /// The cluster's storage classes, cached.
+    pub storage_classes: &'a Store<StorageClass>,
+    pub now: jiff::Timestamp,
+}
+
 /// One kind of storage.
 pub trait Backend: Send + Sync {
     /// The API resources this kind writes; when the cluster does not serve
@@ -65,9 +83,9 @@ pub trait Backend: Send + Sync {
     fn state(&self, storage: &Storage, current: &[Option<DynamicObject>]) -> StorageState;
 
     /// A closer look at storage that is not ready (the reason Kubernetes
-    /// gives); `None` when there is nothing more to say.
-    fn explain<'a>(&'a self, client: &'a Client, namespace: &'a str, current: &'a [Option<DynamicObject>])
-    -> BoxFuture<'a, Option<String>>;
+    /// gives); `None` when there is nothing more to say. Storage younger than
+    /// [`SETTLING`] costs no request.
+    fn explain<'a>(&'a self, lookup: &'a Lookup<'a>, current: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>>;
 }
 
 /// The backend of a storage kind.

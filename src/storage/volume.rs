@@ -7,12 +7,12 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::api::storage::v1::StorageClass;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
 
-use super::{Backend, ProductRef, StorageState, Wiring, env, env_name, object_meta};
+use super::{Backend, Lookup, ProductRef, SETTLING, StorageState, Wiring, env, env_name, object_meta};
 use crate::api::product::{Mount, Storage};
 
 pub struct VolumeClaim;
@@ -102,28 +102,29 @@ impl Backend for VolumeClaim {
         }
     }
 
-    fn explain<'a>(
-        &'a self,
-        client: &'a Client,
-        namespace: &'a str,
-        current: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<String>> {
+    fn explain<'a>(&'a self, lookup: &'a Lookup<'a>, current: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
         async move {
             let pvc = claim(current)?;
             let name = pvc.name_any();
             // A class that binds on first use is waiting by design.
             if let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
-                if let Ok(Some(sc)) = Api::<StorageClass>::all(client.clone()).get_opt(&class).await {
-                    if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") {
+                match lookup.storage_classes.get(&ObjectRef::new(&class)) {
+                    Some(sc) if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
                         return Some(format!(
                             "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
                         ));
                     }
-                } else {
-                    return Some(format!("claim {name} names storage class `{class}`, which does not exist"));
+                    Some(_) => {}
+                    None => return Some(format!("claim {name} names storage class `{class}`, which does not exist")),
                 }
             }
-            let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), namespace)
+            // A new claim is normally binding: the reason is read from its
+            // Events only once it has waited longer than that.
+            let created = pvc.metadata.creation_timestamp.as_ref()?.0;
+            if lookup.now.duration_since(created).as_secs_f64() < SETTLING.as_secs_f64() {
+                return None;
+            }
+            let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(lookup.client.clone(), lookup.namespace)
                 .list(&ListParams::default().fields(&format!("involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}")))
                 .await
                 .ok()?;
