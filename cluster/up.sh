@@ -6,12 +6,15 @@
 # Writes target/cluster/kubeconfig. A second call reports the running cluster.
 #
 # Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
-# volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder).
+# volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder), PROFILING=true
+# (the API server serves /debug/pprof, e.g. `kubectl get --raw
+# '/debug/pprof/profile?seconds=30' > cpu.pprof`, then `go tool pprof -top`).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NODES=${NODES:-2}
 PV_POOL=${PV_POOL:-300}
+PROFILING=${PROFILING:-false}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -167,7 +170,7 @@ launch kube-apiserver \
   --service-cluster-ip-range 10.0.0.0/24 \
   --allow-privileged=true \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,PodSecurity,StorageObjectInUseProtection,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
-  --profiling=false --v 1
+  --profiling="$PROFILING" --v 1
 write_kubeconfig "$STATE/admin.kubeconfig" admin
 KUBECONFIG_FILE_READY=$KUBECONFIG_FILE
 KUBECONFIG_FILE="$STATE/admin.kubeconfig"

@@ -4,7 +4,7 @@
 //! change of the product: the lower-cased text (name, description, tags,
 //! schema field names) and the summary a result shows. Pure: no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::watcher;
@@ -61,8 +61,9 @@ fn key_of(product: &DataProduct) -> Key {
 struct Inner {
     /// Sorted by namespace and name: results come out in order.
     entries: BTreeMap<Key, Arc<Entry>>,
-    /// During a relist: the keys listed so far.
-    relisted: Option<BTreeSet<Key>>,
+    /// During a relist: the keys listed so far, and whether each is a new
+    /// version still to be taken from the cache when the relist completes.
+    relisted: Option<BTreeMap<Key, bool>>,
 }
 
 /// Every product, prepared for search; shared by the watch that updates it
@@ -72,55 +73,78 @@ pub struct Index {
     inner: RwLock<Inner>,
 }
 
+/// Where the index finds the products it points at.
+enum Products<'a> {
+    /// Nowhere: every entry holds its own copy.
+    Own,
+    /// The operator's cache, which holds every product already (by
+    /// namespace and name).
+    Cached(&'a dyn Fn(&str, &str) -> Option<Arc<DataProduct>>),
+}
+
 impl Index {
     /// Applies one watch event. A relist (`Init` … `InitDone`) replaces the
     /// whole index when it completes, dropping products deleted meanwhile.
     pub fn apply(&self, event: &watcher::Event<DataProduct>) {
-        self.apply_shared(event, |_| None)
+        self.apply_to(event, Products::Own)
     }
 
-    /// Like [`Index::apply`], but an entry points at the product `cached`
-    /// holds (the operator's cache, which has it already) when that is the
-    /// same version: the index adds its prepared text to the cache, not a
-    /// second copy of every product.
-    pub fn apply_shared(&self, event: &watcher::Event<DataProduct>, cached: impl Fn(&DataProduct) -> Option<Arc<DataProduct>>) {
-        let same = |p: &DataProduct| cached(p).filter(|c| c.metadata.resource_version == p.metadata.resource_version);
-        let shared = |p: &DataProduct| same(p).unwrap_or_else(|| Arc::new(p.clone()));
+    /// Like [`Index::apply`], but an entry points at the product the cache
+    /// holds (`cached`, by namespace and name), and the index adds its
+    /// prepared text to the cache, not a second copy of every product. Called
+    /// once the cache has taken the event; a relist reaches the cache only
+    /// when it completes, so its new versions are taken then, not copied
+    /// meanwhile (which made a restart hold every product twice).
+    pub fn apply_shared(&self, event: &watcher::Event<DataProduct>, cached: &dyn Fn(&str, &str) -> Option<Arc<DataProduct>>) {
+        self.apply_to(event, Products::Cached(cached))
+    }
+
+    fn apply_to(&self, event: &watcher::Event<DataProduct>, products: Products<'_>) {
+        let current = |p: &DataProduct| match &products {
+            Products::Cached(cached) => {
+                let (namespace, name) = key_of(p);
+                cached(&namespace, &name).filter(|c| c.metadata.resource_version == p.metadata.resource_version)
+            }
+            Products::Own => None,
+        };
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(p) => {
-                inner.entries.insert(key_of(p), Arc::new(Entry::new(shared(p))));
+                let product = current(p).unwrap_or_else(|| Arc::new(p.clone()));
+                inner.entries.insert(key_of(p), Arc::new(Entry::new(product)));
             }
             watcher::Event::Delete(p) => {
                 inner.entries.remove(&key_of(p));
             }
-            watcher::Event::Init => inner.relisted = Some(BTreeSet::new()),
+            watcher::Event::Init => inner.relisted = Some(BTreeMap::new()),
             watcher::Event::InitApply(p) => {
                 let key = key_of(p);
                 // Unchanged products keep their prepared entry.
                 let unchanged = inner.entries.get(&key).is_some_and(|e| e.product.metadata.resource_version == p.metadata.resource_version);
-                if !unchanged {
-                    // The cache takes a relist's objects only when it is
-                    // complete: a copy for now, shared at `InitDone`.
-                    inner.entries.insert(key.clone(), Arc::new(Entry::new(shared(p))));
+                let later = !unchanged && matches!(products, Products::Cached(_));
+                if !unchanged && !later {
+                    inner.entries.insert(key.clone(), Arc::new(Entry::new(Arc::new(p.clone()))));
                 }
                 if let Some(relisted) = inner.relisted.as_mut() {
-                    relisted.insert(key);
+                    relisted.insert(key, later);
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(relisted) = inner.relisted.take() {
-                    inner.entries.retain(|k, _| relisted.contains(k));
-                }
-                for entry in inner.entries.values_mut() {
-                    if let Some(cached) = same(&entry.product).filter(|c| !Arc::ptr_eq(c, &entry.product)) {
-                        *entry = Arc::new(Entry::new(cached));
+                let Some(relisted) = inner.relisted.take() else { return };
+                inner.entries.retain(|k, _| relisted.contains_key(k));
+                if let Products::Cached(cached) = &products {
+                    for ((namespace, name), later) in relisted {
+                        match cached(&namespace, &name) {
+                            Some(product) if later => {
+                                inner.entries.insert((namespace, name), Arc::new(Entry::new(product)));
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
         }
     }
-
     /// The entries matching `query`, sorted by namespace and name.
     pub fn search(&self, query: &Query) -> Vec<Arc<Entry>> {
         let text = query.text.as_ref().map(|t| t.to_lowercase());
@@ -221,5 +245,30 @@ mod tests {
         assert_eq!(index.len(), 3);
         index.apply(&watcher::Event::InitDone);
         assert_eq!(names(&index, &Query::default()), ["kept", "new"]);
+    }
+
+    #[test]
+    fn beside_the_cache_a_relist_takes_its_new_versions_from_it_without_copies() {
+        let cache: std::collections::HashMap<(String, String), Arc<DataProduct>> = [
+            (("dm-a".to_string(), "kept".to_string()), Arc::new(product("dm-a", "kept", "", &[], &[]))),
+            (("dm-a".to_string(), "new".to_string()), Arc::new(product("dm-a", "new", "fresh", &[], &[]))),
+        ]
+        .into();
+        let cached = |ns: &str, name: &str| cache.get(&(ns.to_string(), name.to_string())).cloned();
+        let index = Index::default();
+        index.apply_shared(&watcher::Event::Apply(product("dm-a", "kept", "", &[], &[])), &cached);
+        index.apply_shared(&watcher::Event::Apply(product("dm-a", "gone", "", &[], &[])), &cached);
+        index.apply_shared(&watcher::Event::Init, &cached);
+        index.apply_shared(&watcher::Event::InitApply(product("dm-a", "kept", "", &[], &[])), &cached);
+        index.apply_shared(&watcher::Event::InitApply(product("dm-a", "new", "fresh", &[], &[])), &cached);
+        // Like the cache, the index shows the relist once it is complete.
+        assert_eq!(names(&index, &Query::default()), ["gone", "kept"]);
+        index.apply_shared(&watcher::Event::InitDone, &cached);
+        assert_eq!(names(&index, &text("fresh")), ["new"]);
+        assert_eq!(names(&index, &Query::default()), ["kept", "new"]);
+        for entry in index.search(&Query::default()) {
+            let held = &cache[&(entry.summary.namespace.clone(), entry.summary.name.clone())];
+            assert!(Arc::ptr_eq(&entry.product, held), "{} is a copy, not the cached product", entry.summary.name);
+        }
     }
 }

@@ -288,7 +288,7 @@ fn product_count(namespace: &str, ctx: &Context) -> i32 {
         .products
         .state()
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace) && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.deletion_timestamp.is_none())
         .count() as i32
 }
 

@@ -218,20 +218,25 @@ pub type Events<K> = BoxStream<'static, Arc<K>>;
 pub fn when_changed<K, T>(events: Events<K>, key: impl Fn(&K) -> T + Send + 'static) -> Events<K>
 where
     K: Resource + Send + Sync + 'static,
-    T: PartialEq + Send + 'static,
+    T: std::hash::Hash,
 {
     // By namespace and name: an object deleted and made again replaces its
-    // entry, so the map is bounded by the names in use, not by churn.
-    let mut last = std::collections::HashMap::<(Option<String>, String), T>::new();
+    // entry, so the map is bounded by the names in use, not by churn. Both
+    // the name and the key are kept as 64-bit hashes (16 bytes an object
+    // where the labels alone took hundreds); two colliding is as likely as
+    // not at all.
+    let hash = |value: &dyn Fn(&mut std::hash::DefaultHasher)| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        value(&mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    };
+    let mut last = std::collections::HashMap::<u64, u64>::new();
     events
         .filter(move |object| {
             let meta = object.meta();
-            let id = (meta.namespace.clone(), meta.name.clone().unwrap_or_default());
-            let key = key(object);
-            let changed = last.get(&id) != Some(&key);
-            if changed {
-                last.insert(id, key);
-            }
+            let id = hash(&|h| std::hash::Hash::hash(&(&meta.namespace, &meta.name), h));
+            let key = hash(&|h| std::hash::Hash::hash(&key(object), h));
+            let changed = last.insert(id, key) != Some(key);
             futures::future::ready(changed)
         })
         .boxed()
@@ -433,7 +438,7 @@ pub async fn run(
     let index = Arc::new(crate::catalog::index::Index::default());
     let mut products = Shared::<DataProduct>::watch_observed(&client, &metrics, all(), 4, |_| {}, {
         let index = index.clone();
-        move |event, cache| index.apply_shared(event, |p| cache.get(&reflector::ObjectRef::from_obj(p)))
+        move |event, cache| index.apply_shared(event, &|namespace, name| cache.get(&reflector::ObjectRef::new(name).within(namespace)))
     });
     let mut policies = Shared::<GovernancePolicy>::watch(&client, &metrics, all(), 2);
     let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, &metrics, owned(), 1);

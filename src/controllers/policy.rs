@@ -115,13 +115,13 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
     .await;
 
     // Violations now, among the products of the selected domains.
-    let in_scope = |product: &DataProduct| {
-        let Some(ns) = product.namespace() else { return false };
-        domains.iter().any(|d| {
-            let dns = d.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(d, &ctx.settings.domain));
-            dns == ns && selected.as_ref().is_none_or(|names| names.contains(&d.name_any()))
-        })
-    };
+    // Their namespaces, worked out once: a pass reads every product.
+    let scope: std::collections::HashSet<String> = domains
+        .iter()
+        .filter(|d| selected.as_ref().is_none_or(|names| names.contains(&d.name_any())))
+        .map(|d| d.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(d, &ctx.settings.domain)))
+        .collect();
+    let in_scope = |product: &DataProduct| product.metadata.namespace.as_ref().is_some_and(|ns| scope.contains(ns));
     let violations =
         ctx.caches.products.state().iter().filter(|p| in_scope(p) && !governance::evaluate(&policy, p, today).is_empty()).count() as i32;
     ctx.metrics.policy_violations(&name, violations);

@@ -99,7 +99,7 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
                 .state()
                 .into_iter()
                 .filter(|p| {
-                    p.namespace().as_deref() == Some(namespace.as_str())
+                    p.metadata.namespace.as_deref() == Some(namespace.as_str())
                         || p.spec.access.consumers.iter().any(|c| c.domain.as_deref() == Some(name.as_str()))
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
@@ -136,7 +136,7 @@ fn consumers_of(
                 i.product == name
                     && match &i.domain {
                         Some(d) => d == domain,
-                        None => p.namespace().as_deref() == namespace,
+                        None => p.metadata.namespace.as_deref() == namespace,
                     }
             })
         })
