@@ -258,12 +258,7 @@ impl Operator {
     /// CPU time the process has used (user and system), in seconds.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // After the command name (which may hold spaces): fields 14 and 15
-        // of the whole line, utime and stime, in clock ticks (100 per second).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        process_stat(&stat).map(|(_, seconds)| seconds).unwrap_or(0.0)
     }
 
     /// HTTP 429s the operator itself got: its lists and watches, its passes.
@@ -299,6 +294,17 @@ struct Cpu {
 /// Ticks (100 per second) to seconds.
 const TICK: f64 = 100.0;
 
+/// A `/proc/<pid>/stat` line's command name and CPU time (user and system)
+/// in seconds. After the command name (which may hold spaces), fields 14
+/// and 15 of the whole line: utime and stime, in clock ticks.
+fn process_stat(stat: &str) -> Option<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    Some((comm, (ticks(11) + ticks(12)) / TICK))
+}
+
 fn cpu_now() -> Cpu {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     // user nice system idle iowait irq softirq steal ...
@@ -313,8 +319,7 @@ fn cpu_now() -> Cpu {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let Some((comm, seconds)) = process_stat(&stat) else { continue };
         let name = match comm {
             _ if pid == me => "benchmark",
             c if c.starts_with("kube-apiserver") => "kube-apiserver",
@@ -325,9 +330,7 @@ fn cpu_now() -> Cpu {
             "meshplane" => "meshplane",
             _ => "other",
         };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        *by_process.entry(name.to_string()).or_default() += (ticks(11) + ticks(12)) / TICK;
+        *by_process.entry(name.to_string()).or_default() += seconds;
     }
     Cpu { busy: (all - idle) / TICK, all: all / TICK, by_process }
 }

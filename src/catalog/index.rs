@@ -100,18 +100,17 @@ impl Index {
     }
 
     fn apply_to(&self, event: &watcher::Event<DataProduct>, products: Products<'_>) {
-        let current = |p: &DataProduct| match &products {
-            Products::Cached(cached) => {
-                let (namespace, name) = key_of(p);
-                cached(&namespace, &name).filter(|c| c.metadata.resource_version == p.metadata.resource_version)
-            }
+        // The cache's copy of `p`, when it holds that very version.
+        let cached_version = |(namespace, name): &Key, p: &DataProduct| match &products {
+            Products::Cached(cached) => cached(namespace, name).filter(|c| c.metadata.resource_version == p.metadata.resource_version),
             Products::Own => None,
         };
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(p) => {
-                let product = current(p).unwrap_or_else(|| Arc::new(p.clone()));
-                inner.entries.insert(key_of(p), Arc::new(Entry::new(product)));
+                let key = key_of(p);
+                let product = cached_version(&key, p).unwrap_or_else(|| Arc::new(p.clone()));
+                inner.entries.insert(key, Arc::new(Entry::new(product)));
             }
             watcher::Event::Delete(p) => {
                 inner.entries.remove(&key_of(p));
@@ -133,12 +132,9 @@ impl Index {
                 let Some(relisted) = inner.relisted.take() else { return };
                 inner.entries.retain(|k, _| relisted.contains_key(k));
                 if let Products::Cached(cached) = &products {
-                    for ((namespace, name), later) in relisted {
-                        match cached(&namespace, &name) {
-                            Some(product) if later => {
-                                inner.entries.insert((namespace, name), Arc::new(Entry::new(product)));
-                            }
-                            _ => {}
+                    for ((namespace, name), _) in relisted.into_iter().filter(|(_, later)| *later) {
+                        if let Some(product) = cached(&namespace, &name) {
+                            inner.entries.insert((namespace, name), Arc::new(Entry::new(product)));
                         }
                     }
                 }

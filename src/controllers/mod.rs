@@ -225,17 +225,17 @@ where
     // the name and the key are kept as 64-bit hashes (16 bytes an object
     // where the labels alone took hundreds); two colliding is as likely as
     // not at all.
-    let hash = |value: &dyn Fn(&mut std::hash::DefaultHasher)| {
+    fn hash_of(value: &impl std::hash::Hash) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
-        value(&mut hasher);
+        value.hash(&mut hasher);
         std::hash::Hasher::finish(&hasher)
-    };
+    }
     let mut last = std::collections::HashMap::<u64, u64>::new();
     events
         .filter(move |object| {
             let meta = object.meta();
-            let id = hash(&|h| std::hash::Hash::hash(&(&meta.namespace, &meta.name), h));
-            let key = hash(&|h| std::hash::Hash::hash(&key(object), h));
+            let id = hash_of(&(&meta.namespace, &meta.name));
+            let key = hash_of(&key(object));
             let changed = last.insert(id, key) != Some(key);
             futures::future::ready(changed)
         })

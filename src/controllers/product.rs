@@ -209,12 +209,12 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
 
     let applied = apply(&product, &valid, &bundle, &ctx).await;
     report_changes(&product, &ctx, &applied).await;
-    let (storage_states, settling) = observe_storage(&valid, &bundle, &applied, &ctx).await;
+    let now = jiff::Timestamp::now();
+    let (storage_states, settling) = observe_storage(&valid, &bundle, &applied, &ctx, now).await;
     let jobs = ctx.caches.indexes.jobs.get(&ctx.caches.jobs, &crate::controllers::run_key(valid.namespace, valid.name));
     let deployments: Vec<Arc<Deployment>> =
         bundle.deployments.iter().filter_map(|d| ctx.caches.deployments.get(&ObjectRef::from_obj(d))).collect();
     let pipelines = pipeline_statuses(&product, &jobs, &deployments);
-    let now = jiff::Timestamp::now();
     let fresh = freshness(&product, &pipelines, now);
 
     let mut computed =
@@ -545,15 +545,11 @@ async fn observe_storage(
     bundle: &ProductBundle,
     applied: &Applied,
     ctx: &Context,
+    now: jiff::Timestamp,
 ) -> (Vec<(String, StorageState)>, Option<Duration>) {
     let mut states = Vec::new();
     let mut settling: Option<Duration> = None;
-    let lookup = storage::Lookup {
-        client: &ctx.client,
-        namespace: valid.namespace,
-        storage_classes: &ctx.caches.storage_classes,
-        now: jiff::Timestamp::now(),
-    };
+    let lookup = storage::Lookup { client: &ctx.client, namespace: valid.namespace, storage_classes: &ctx.caches.storage_classes, now };
     for (storage, (name, kind, objects)) in valid.product.spec.storage.iter().zip(&bundle.storage) {
         if applied.missing_backends.contains(name) {
             let resources: Vec<String> =
@@ -581,11 +577,8 @@ async fn observe_storage(
             }
         }
         if !state.ready {
-            let left = settling_left(&current, lookup.now);
-            settling = match (settling, left) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            // The longest wait left (`None` orders below any wait).
+            settling = settling.max(settling_left(&current, now));
         }
         states.push((name.clone(), state));
     }
