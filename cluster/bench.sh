@@ -26,7 +26,7 @@ for size in $sizes; do
   # The logs (the operator's, the API server's) outlive the cluster.
   keep_logs() { rm -rf "$REPO_ROOT/target/bench/logs-$size"; cp -r "$MESHPLANE_CLUSTER_DIR/logs" "$REPO_ROOT/target/bench/logs-$size" || true; }
   trap 'keep_logs; "$CLUSTER_SRC/down.sh"' EXIT
-  PV_POOL=$((2 * products + 100)) "$CLUSTER_SRC/up.sh"
+  AUDIT=false PV_POOL=$((2 * products + 100)) "$CLUSTER_SRC/up.sh"
   BENCH_DOMAINS=$domains BENCH_PRODUCTS=$products cargo bench --bench scale
   keep_logs
   "$CLUSTER_SRC/down.sh"

@@ -8,13 +8,16 @@
 # Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
 # volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder), PROFILING=true
 # (the API server serves /debug/pprof, e.g. `kubectl get --raw
-# '/debug/pprof/profile?seconds=30' > cpu.pprof`, then `go tool pprof -top`).
+# '/debug/pprof/profile?seconds=30' > cpu.pprof`, then `go tool pprof -top`),
+# AUDIT=false (no audit log; by default every write request is logged, as
+# one JSON line with who wrote what, to target/cluster/logs/audit.log).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NODES=${NODES:-2}
 PV_POOL=${PV_POOL:-300}
 PROFILING=${PROFILING:-false}
+AUDIT=${AUDIT:-true}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -157,6 +160,24 @@ launch etcd \
 wait_for etcd 60 "$LOGS/etcd.log" curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 # --- kube-apiserver ---------------------------------------------------------
+# The audit log records writes only (who, which verb, which object), once
+# each: what tests read to attribute a write to the client that made it.
+audit=()
+if [ "$AUDIT" = true ]; then
+  cat >"$STATE/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: None
+  verbs: [get, list, watch]
+- level: None
+  resources: [{group: coordination.k8s.io, resources: [leases]}]
+- level: Metadata
+EOF
+  audit=(--audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$LOGS/audit.log"
+    --audit-log-format json --audit-log-maxsize 0)
+fi
 log "starting kube-apiserver $KUBERNETES_VERSION on $SERVER"
 launch kube-apiserver \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -170,7 +191,7 @@ launch kube-apiserver \
   --service-cluster-ip-range 10.0.0.0/24 \
   --allow-privileged=true \
   --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,PodSecurity,StorageObjectInUseProtection,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
-  --profiling="$PROFILING" --v 1
+  --profiling="$PROFILING" "${audit[@]}" --v 1
 write_kubeconfig "$STATE/admin.kubeconfig" admin
 KUBECONFIG_FILE_READY=$KUBECONFIG_FILE
 KUBECONFIG_FILE="$STATE/admin.kubeconfig"

@@ -1,15 +1,14 @@
-//! meshplane's writes, counted by the API server itself
-//! (`apiserver_request_total`): a new product costs one write per child plus
-//! its status and finalizer; at steady state (20 domains, 50 products, a
-//! resync every 2 seconds) nothing meshplane manages is written at all, and
-//! neither is it when the operator restarts and reconciles everything again.
+//! meshplane's writes, as the API server's audit log records them (who
+//! wrote which object): a new product costs one write per child plus its
+//! status and finalizer; at steady state (20 domains, 50 products, a resync
+//! every 2 seconds) meshplane writes nothing at all, and neither does it when
+//! it restarts and reconciles everything again.
 //!
 //! Runs alone (its own test binary, after the others, one test at a time),
-//! since it reads cluster-wide counters.
+//! so that the operator's work is this suite's alone.
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams};
@@ -20,59 +19,10 @@ use support::*;
 const DOMAINS: usize = 20;
 const WINDOW: Duration = Duration::from_secs(30);
 const PRODUCTS: usize = 50;
-const MANAGED: [&str; 14] = [
-    "namespaces",
-    "rolebindings",
-    "resourcequotas",
-    "limitranges",
-    "networkpolicies",
-    "datadomains",
-    "dataproducts",
-    "serviceaccounts",
-    "configmaps",
-    "persistentvolumeclaims",
-    "cronjobs",
-    "deployments",
-    "roles",
-    "bucketclaims",
-];
-
-/// apiserver_request_total series of non-read verbs on the managed
-/// resources, as `labels -> count`. Left out are the writes Kubernetes' own
-/// controllers make to these objects: a quota's usage, a workload's status,
-/// and the volume binder's update (PUT) of a claim. meshplane writes status
-/// only of its own kinds and never PUTs.
-fn mutating_requests() -> BTreeMap<String, f64> {
-    let metrics = kubectl(&["get", "--raw", "/metrics"]);
-    let mut out = BTreeMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let get = |key: &str| {
-            let pat = format!("{key}=\"");
-            labels.split(&pat).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_string()
-        };
-        let (verb, resource, subresource) = (get("verb"), get("resource"), get("subresource"));
-        // A token request (the operator's kubeconfig) is no write to an object.
-        let read = matches!(verb.as_str(), "GET" | "LIST" | "WATCH") || subresource == "token";
-        let kubernetes_own = (subresource == "status" && resource != "datadomains" && resource != "dataproducts")
-            || (resource == "persistentvolumeclaims" && verb == "PUT");
-        if read || kubernetes_own || !get("dry_run").is_empty() || !MANAGED.contains(&resource.as_str()) {
-            continue;
-        }
-        out.insert(labels.to_string(), value.parse().unwrap_or(0.0));
-    }
-    out
-}
 
 fn operator_metric(addr: &str, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").expect("operator metrics");
     body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
-}
-
-fn total(requests: &BTreeMap<String, f64>) -> f64 {
-    requests.values().sum()
 }
 
 /// Earlier tests' deletions must have finished: a namespace being emptied by
@@ -86,6 +36,33 @@ async fn quiesce() {
     .await;
 }
 
+/// meshplane's writes after `mark`, once it has written nothing for 3 seconds.
+async fn settled_writes(mark: u64) -> Vec<Write> {
+    wait_until("meshplane to stop writing", Duration::from_secs(60), || async {
+        let before = ours_since(mark).len();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = ours_since(mark);
+        (after.len() == before).then_some(after)
+    })
+    .await
+}
+
+fn ours_since(mark: u64) -> Vec<Write> {
+    writes_since(mark).into_iter().filter(|w| w.user == MESHPLANE_USER).collect()
+}
+
+/// Whether a write touched an object of the test whose names start with
+/// `prefix`: its domains, their namespaces, anything in those namespaces,
+/// and the domains' Events.
+fn touches(write: &Write, prefix: &str) -> bool {
+    let namespace = format!("dm-{prefix}");
+    write.namespace.starts_with(&namespace) || write.name.starts_with(prefix) || write.name.starts_with(&namespace)
+}
+
+fn lines<'a>(writes: impl IntoIterator<Item = &'a Write>) -> String {
+    writes.into_iter().map(|w| format!("  {w}")).collect::<Vec<_>>().join("\n")
+}
+
 #[tokio::test]
 async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     operator();
@@ -95,74 +72,10 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     let ns = ready_domain(&client, &producer, "").await;
     ready_domain(&client, &consumer, "").await;
     quiesce().await;
-    // The API server counts every client's writes. Earlier suites' products
-    // may still change on their own (a freshness SLO lapsing), so a window in
-    // which any other DataProduct or DataDomain changed is measured again.
-    for attempt in 1..=3 {
-        let name = format!("costed-{attempt}");
-        let (writes, domain_writes, children, detail) = measure_new_product(&client, &ns, &name, &consumer).await;
-        // The create request itself is the user's, not meshplane's.
-        let meshplane_writes = writes - 1.0;
-        println!(
-            "a new product with {children} children cost {meshplane_writes} mutating requests (and {domain_writes} to its domains' status):\n{}",
-            detail.join("\n")
-        );
-        assert!(children >= 8.0, "the product has fewer children than expected: {children}");
-        if meshplane_writes <= children + 2.0 {
-            return;
-        }
-        assert!(attempt < 3, "{meshplane_writes} writes for {children} children:\n{}", detail.join("\n"));
-    }
-}
-
-/// The series that grew from `before` to `after`, as "+delta labels".
-fn increases(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<String> {
-    after
-        .iter()
-        .filter_map(|(labels, count)| {
-            let delta = count - before.get(labels).copied().unwrap_or(0.0);
-            (delta > 0.0).then(|| format!("+{delta} {labels}"))
-        })
-        .collect()
-}
-
-/// The mutating requests, once they have stopped changing for 3 seconds.
-async fn settled_requests() -> BTreeMap<String, f64> {
-    wait_until("the counters to settle", Duration::from_secs(30), || async {
-        let a = total(&mutating_requests());
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let b = mutating_requests();
-        (total(&b) == a).then_some(b)
-    })
-    .await
-}
-
-/// Other products' and domains' resource versions: what else changed.
-fn others(except: &[&str]) -> BTreeMap<String, String> {
-    let out = kubectl(&[
-        "get",
-        "datadomains,dataproducts",
-        "-A",
-        "-o",
-        "jsonpath={range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name} {.metadata.resourceVersion}{\"\\n\"}{end}",
-    ]);
-    out.lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(k, _)| !except.iter().any(|e| k.ends_with(&format!("/{e}"))))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Creates a product and counts the API server's mutating requests until
-/// everything settled: (writes, writes to domains, children, detail). When
-/// another product or domain changed meanwhile, the writes are reported as
-/// infinite, so the caller measures again.
-async fn measure_new_product(client: &kube::Client, ns: &str, name: &str, consumer: &str) -> (f64, f64, f64, Vec<String>) {
     // Let the domains' own passes finish before counting.
-    let before = settled_requests().await;
-    // The new product and the two domains it touches (their product counts).
-    let ours = [name, ns.trim_start_matches("dm-"), consumer];
-    let unchanged = others(&ours);
+    settled_writes(audit_mark()).await;
+    let mark = audit_mark();
+    let name = "costed";
     apply(&format!(
         "apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
          storage: [{{name: data, kind: Volume, size: 1Gi}}]\n  \
@@ -170,23 +83,30 @@ async fn measure_new_product(client: &kube::Client, ns: &str, name: &str, consum
          {{name: stream, image: busybox, mode: Continuous}}]\n  \
          outputPorts: [{{name: out, format: Parquet, storage: data}}]\n  access: {{consumers: [{{domain: {consumer}}}]}}\n"
     ));
-    let product = wait_product(client, ns, name, "Ready", "True").await;
-    // Ready is reported once everything settled; give stragglers a moment.
-    let after = settled_requests().await;
-    let children = product.status.unwrap().resources.len() as f64;
+    let product = wait_product(&client, &ns, name, "Ready", "True").await;
+    // Ready is reported once everything settled; stragglers are awaited.
+    let writes = settled_writes(mark).await;
+    let children = product.status.unwrap().resources.len();
     // The domains' own status (their product count) is theirs, not the
-    // product's: counted separately.
-    let is_domain = |labels: &String| labels.contains("resource=\"datadomains\"");
-    let delta = |labels: &String, count: &f64| count - before.get(labels).copied().unwrap_or(0.0);
-    let writes: f64 = after.iter().filter(|(l, _)| !is_domain(l)).map(|(l, c)| delta(l, c)).sum();
-    let domain_writes: f64 = after.iter().filter(|(l, _)| is_domain(l)).map(|(l, c)| delta(l, c)).sum();
-    let detail = increases(&before, &after);
-    let changed = others(&ours) != unchanged;
-    let writes = if changed { f64::INFINITY } else { writes };
-    if changed {
-        println!("another product or domain changed while measuring {name}: measuring again");
+    // product's, and Events are reports: both counted apart.
+    let (product_writes, rest): (Vec<&Write>, Vec<&Write>) = writes.iter().partition(|w| w.namespace == ns && w.resource != "events");
+    let (events, rest): (Vec<&Write>, Vec<&Write>) = rest.into_iter().partition(|w| w.resource == "events");
+    let (domains, elsewhere): (Vec<&Write>, Vec<&Write>) =
+        rest.into_iter().partition(|w| w.resource == "datadomains" && (w.name == producer || w.name == consumer));
+    println!(
+        "a new product with {children} children cost meshplane {} writes, plus {} to its domains' status and {} Events:\n{}",
+        product_writes.len(),
+        domains.len(),
+        events.len(),
+        lines(writes.iter())
+    );
+    assert!(children >= 8, "the product has fewer children than expected: {children}");
+    // Objects left by earlier suites may change on their own meanwhile.
+    if !elsewhere.is_empty() {
+        println!("meanwhile, to other tests' objects:\n{}", lines(elsewhere));
     }
-    (writes, domain_writes, children, detail)
+    assert!(domains.len() <= 2, "more than one count write per domain:\n{}", lines(domains));
+    assert!(product_writes.len() <= children + 2, "{} writes for {children} children:\n{}", product_writes.len(), lines(product_writes));
 }
 
 #[tokio::test]
@@ -249,18 +169,22 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
     .await;
     quiesce().await;
 
-    let before = mutating_requests();
+    let mark = audit_mark();
     let passes_before = operator_metric(&addr, "meshplane_reconciliations_total");
     // The measurement window: every domain is resynced ~15 times in it.
     tokio::time::sleep(WINDOW).await;
-    let after = mutating_requests();
     let passes = operator_metric(&addr, "meshplane_reconciliations_total") - passes_before;
-
-    let changed = increases(&before, &after);
-    println!("steady state: {passes} reconcile passes in {WINDOW:?}, {} mutating requests on managed resources", changed.len());
+    // Objects left by earlier suites may change on their own (a freshness
+    // SLO lapsing): only this test's are steady by construction.
+    let writes = ours_since(mark);
+    let (ours, elsewhere): (Vec<&Write>, Vec<&Write>) = writes.iter().partition(|w| touches(w, &prefix));
+    println!("steady state: {passes} reconcile passes in {WINDOW:?}, {} writes to this test's objects", ours.len());
+    if !elsewhere.is_empty() {
+        println!("meanwhile, to other tests' objects:\n{}", lines(elsewhere));
+    }
     let expected_passes = (DOMAINS as f64) * (WINDOW.as_secs_f64() / 2.0) / 2.0;
     assert!(passes >= expected_passes, "only {passes} reconcile passes in the window; expected at least {expected_passes}");
-    assert!(changed.is_empty(), "mutating requests at steady state:\n{}", changed.join("\n"));
+    assert!(ours.is_empty(), "writes at steady state:\n{}", lines(ours));
 }
 
 /// A restart relists every kind and reconciles every object once. That must
@@ -289,7 +213,8 @@ async fn a_restart_reconciles_everything_and_writes_nothing() {
         wait_product(&client, ns, &format!("p{i}"), "Ready", "True").await;
     }
     quiesce().await;
-    let before = settled_requests().await;
+    settled_writes(audit_mark()).await;
+    let mark = audit_mark();
     let domains = Api::<DataDomain>::all(client.clone()).list_metadata(&ListParams::default()).await.unwrap().items.len();
     let products = Api::<DataProduct>::all(client.clone()).list_metadata(&ListParams::default()).await.unwrap().items.len();
 
@@ -299,8 +224,11 @@ async fn a_restart_reconciles_everything_and_writes_nothing() {
         (operator_metric(&addr, "meshplane_reconciliations_total") >= objects).then_some(())
     })
     .await;
-    let after = settled_requests().await;
-    let changed = increases(&before, &after);
-    println!("restart: {domains} domains and {products} products reconciled; {} mutating requests on managed resources", changed.len());
-    assert!(changed.is_empty(), "mutating requests after a restart:\n{}", changed.join("\n"));
+    let writes = settled_writes(mark).await;
+    let (ours, elsewhere): (Vec<&Write>, Vec<&Write>) = writes.iter().partition(|w| touches(w, &prefix));
+    println!("restart: {domains} domains and {products} products reconciled; {} writes to this test's objects", ours.len());
+    if !elsewhere.is_empty() {
+        println!("meanwhile, to other tests' objects:\n{}", lines(elsewhere));
+    }
+    assert!(ours.is_empty(), "writes after a restart:\n{}", lines(ours));
 }

@@ -342,3 +342,65 @@ pub fn can_i(args: &[&str]) -> bool {
     assert!(answer == "yes" || answer == "no", "kubectl {}: {answer} {}", all.join(" "), String::from_utf8_lossy(&out.stderr));
     answer == "yes"
 }
+
+/// The user the tests' operator acts as (its ServiceAccount).
+pub const MESHPLANE_USER: &str = "system:serviceaccount:meshplane-system:meshplane";
+
+/// One write the API server recorded in its audit log (`cluster/up.sh`
+/// logs every write, none of the reads).
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub user: String,
+    pub verb: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sub = if self.subresource.is_empty() { String::new() } else { format!("/{}", self.subresource) };
+        let namespace = if self.namespace.is_empty() { String::new() } else { format!("{}/", self.namespace) };
+        write!(f, "{} {}{sub} {namespace}{} by {}", self.verb, self.resource, self.name, self.user)
+    }
+}
+
+/// A place in the API server's audit log: [`writes_since`] reads what was
+/// logged after it.
+pub fn audit_mark() -> u64 {
+    std::fs::metadata(audit_log()).map(|m| m.len()).unwrap_or(0)
+}
+
+fn audit_log() -> PathBuf {
+    cluster_dir().join("logs/audit.log")
+}
+
+/// The writes the API server handled after `mark`, in order; a request it
+/// refused (a conflict, a denial) is no write and left out.
+pub fn writes_since(mark: u64) -> Vec<Write> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(audit_log()).expect("the API server's audit log (cluster/up.sh with AUDIT=true)");
+    file.seek(SeekFrom::Start(mark)).unwrap();
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    // The last line may still be being written.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["responseStatus"]["code"].as_u64().is_some_and(|code| code < 300))
+        .map(|event| {
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let object = &event["objectRef"];
+            Write {
+                user: field(&event["user"]["username"]),
+                verb: field(&event["verb"]),
+                resource: field(&object["resource"]),
+                subresource: field(&object["subresource"]),
+                namespace: field(&object["namespace"]),
+                name: field(&object["name"]),
+            }
+        })
+        .collect()
+}
