@@ -165,8 +165,16 @@ async fn every_rule_is_enforced_warned_or_audited_by_the_api_server() {
         }
     }
     let (_, audit_domain, audit_ns) = &namespaces[2];
-    let events = kubectl(&["get", "events", "-n", audit_ns, "--field-selector", "reason=PolicyViolation", "-o", "name"]);
-    assert!(events.lines().count() >= violations().len(), "an Event per audited violation: {events}");
+    // Exactly one Event per violating product: published with the status
+    // that records the violation, not again by the pass after it.
+    let jsonpath = "jsonpath={range .items[*]}{.involvedObject.name}{\"\\n\"}{end}";
+    let events = kubectl(&["get", "events", "-n", audit_ns, "--field-selector", "reason=PolicyViolation", "-o", jsonpath]);
+    let mut per_product = std::collections::BTreeMap::<&str, usize>::new();
+    for name in events.lines() {
+        *per_product.entry(name).or_default() += 1;
+    }
+    assert_eq!(per_product.len(), violations().len(), "an Event per audited violation: {per_product:?}");
+    assert!(per_product.values().all(|n| *n == 1), "one Event per violation, not one per pass: {per_product:?}");
     let violating = kubectl(&["get", "gp", audit_domain, "-o", "jsonpath={.status.violations}"]);
     assert_eq!(violating, violations().len().to_string(), "the policy counts the products that violate it");
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::error::{Error, Result};
 use super::{Context, Events, domain_changes, spec_changes};
-use crate::api::conditions::{self, Computed, reason};
+use crate::api::conditions::{self, Computed, Condition, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
 use crate::apply::{Conflict, Guarded, Outcome};
@@ -219,22 +219,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
 
     let mut computed =
         product_conditions(&valid, &applied, &storage_states, &pipelines, &deployments, &inputs, &consumers, fresh.as_ref().map(|f| &f.0));
-    let stalled = computed.iter().find(|c| c.type_ == conditions::STALLED && c.status);
-    if let Some(stalled) = stalled {
-        let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-        if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == stalled.message) {
-            let message = stalled.message.clone();
-            ctx.publish(product.as_ref(), EventType::Warning, reason::FIELD_MANAGER_CONFLICT, "Yield", message, None).await;
-        }
-    }
     let compliance = compliance(&product, &domain, &ctx.caches.policies.state(), crate::controllers::policy::today());
-    if !compliance.status {
-        let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-        if !current.iter().any(|c| c.type_ == conditions::POLICY_COMPLIANT && c.status == "False" && c.message == compliance.message) {
-            tracing::warn!(product = %product.name_any(), namespace = %valid.namespace, "{}", compliance.message);
-            ctx.publish(product.as_ref(), EventType::Warning, reason::POLICY_VIOLATION, "Govern", compliance.message.clone(), None).await;
-        }
-    }
     computed.insert(computed.len() - 3, compliance);
     let status = Observed { domain: valid.domain_name.to_string(), pipelines, inputs: &inputs, resources: resources_of(&bundle, &applied) };
     // A pass that created children reports once they have settled (the next
@@ -244,6 +229,9 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     let created = applied.created;
     let binding = product.status.is_none() && settling.is_some() && waits_only_for_storage(&computed);
     if (!created && !binding) || applied.result.is_err() {
+        // Warnings go out with the status that records them: a pass that
+        // defers its status defers them too, so each is published once.
+        publish_warnings(&product, &ctx, &computed).await;
         write_status(&product, &ctx, status, computed).await?;
     }
     applied.result?;
@@ -269,6 +257,37 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         requeue = requeue.min(expires + Duration::from_millis(500));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// A Warning Event for each stall or policy violation the current status
+/// does not record yet (with the same message).
+async fn publish_warnings(product: &DataProduct, ctx: &Context, computed: &[Computed]) {
+    let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for (reason, action, message) in warnings(current, computed) {
+        if reason == reason::POLICY_VIOLATION {
+            tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), "{message}");
+        }
+        ctx.publish(product, EventType::Warning, reason, action, message, None).await;
+    }
+}
+
+/// The Warning Events a status computed from `computed` is news for, given
+/// the `current` conditions, as (reason, action, note) (pure).
+fn warnings(current: &[Condition], computed: &[Computed]) -> Vec<(&'static str, &'static str, String)> {
+    // Stalled is news when true, PolicyCompliant when false.
+    let kinds = [
+        (conditions::STALLED, true, reason::FIELD_MANAGER_CONFLICT, "Yield"),
+        (conditions::POLICY_COMPLIANT, false, reason::POLICY_VIOLATION, "Govern"),
+    ];
+    kinds
+        .into_iter()
+        .filter_map(|(type_, news, reason, action)| {
+            let found = computed.iter().find(|c| c.type_ == type_ && c.status == news)?;
+            let as_text = if news { "True" } else { "False" };
+            let recorded = current.iter().any(|c| c.type_ == type_ && c.status == as_text && c.message == found.message);
+            (!recorded).then(|| (reason, action, found.message.clone()))
+        })
+        .collect()
 }
 
 /// What applying the bundle achieved.
@@ -1207,6 +1226,25 @@ mod tests {
         assert!(!waits_only_for_storage(&pass(false, false, true, false)), "a pipeline waits too");
         assert!(!waits_only_for_storage(&pass(false, true, false, false)), "a violation is reported at once");
         assert!(!waits_only_for_storage(&pass(false, true, true, true)), "a stall is reported at once");
+    }
+
+    #[test]
+    fn a_warning_is_published_once_its_status_would_record_something_new() {
+        let pass = |compliant: bool, violation: &str, stalled: bool| {
+            vec![
+                Computed::new(conditions::POLICY_COMPLIANT, compliant, reason::POLICY_VIOLATION, violation),
+                Computed::new(conditions::STALLED, stalled, reason::FIELD_MANAGER_CONFLICT, if stalled { "yielded" } else { "" }),
+            ]
+        };
+        let reasons =
+            |current: &[Condition], computed: &[Computed]| warnings(current, computed).into_iter().map(|w| w.0).collect::<Vec<_>>();
+        let violating = pass(false, "no owner", false);
+        assert_eq!(reasons(&[], &violating), [reason::POLICY_VIOLATION], "a new product's violation is news");
+        let recorded = conditions::merge(&[], &violating, Some(1), &conditions::now());
+        assert!(reasons(&recorded, &violating).is_empty(), "a status that records it already is no news");
+        assert_eq!(reasons(&recorded, &pass(false, "no owner; no description", false)), [reason::POLICY_VIOLATION], "a new message is");
+        assert!(reasons(&[], &pass(true, "", false)).is_empty(), "compliance is no warning");
+        assert_eq!(reasons(&recorded, &pass(false, "no owner", true)), [reason::FIELD_MANAGER_CONFLICT]);
     }
 
     #[test]
