@@ -234,7 +234,8 @@ async fn same_domain_inputs_are_granted_without_a_consumer_entry() {
 
 /// A new product's first status waits while its claim binds, so it appears
 /// once, as Ready; a claim that cannot bind is reported once it has had
-/// `storage::SETTLING` (10 s) to, with the reason from its Events.
+/// `storage::SETTLING` (10 s) to, with the reason from its Events; a claim
+/// of a class that binds on first use is waiting by design.
 #[tokio::test]
 async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
     use futures::{StreamExt, TryStreamExt};
@@ -248,7 +249,12 @@ async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {empty}}}\n\
          provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
     ));
-    let ns = ready_domain(&client, &domain, &format!("  storageClasses: [standard, {empty}]\n")).await;
+    let lazy = format!("{domain}-lazy");
+    apply(&format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {lazy}}}\n\
+         provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n"
+    ));
+    let ns = ready_domain(&client, &domain, &format!("  storageClasses: [standard, {empty}, {lazy}]\n")).await;
     let api = Api::<DataProduct>::namespaced(client.clone(), &ns);
     let first_status = |name: &str| {
         let stream = watcher(api.clone(), watcher::Config::default().fields(&format!("metadata.name={name}"))).applied_objects();
@@ -278,7 +284,19 @@ async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
     );
     // The reason comes from the claim's Events (the volume binder's own words).
     assert!(storage.message.starts_with("claim stuck-data: "), "{}", storage.message);
-    kubectl(&["delete", "storageclass", &empty]);
+
+    // A class that binds on first use: the claim waits for a pod by design,
+    // so the storage is ready and the product says so at once.
+    let watching = tokio::spawn(first_status("later"));
+    apply(&product(&ns, "later", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {lazy}}}]\n")));
+    let later = watching.await.unwrap();
+    let storage = product_condition(&later, "StorageReady");
+    assert_eq!(storage.status, "True", "{storage:?}");
+    assert!(storage.message.starts_with("WaitForFirstConsumer: claim later-data binds when"), "{}", storage.message);
+    assert_eq!(product_condition(&later, "Ready").status, "True", "{:?}", later.status);
+    let phase = kubectl(&["get", "pvc", "later-data", "-n", &ns, "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Pending", "the claim waits for its first consumer");
+    kubectl(&["delete", "storageclass", &empty, &lazy]);
 }
 
 #[tokio::test]

@@ -309,6 +309,9 @@ struct Applied {
     refused: Vec<Refusal>,
     /// Children another field manager had changed (restored or yielded).
     conflicts: Vec<Conflict>,
+    /// Storage objects as read by a pass that left them unchanged, by kind
+    /// and name: observing them afterwards needs no second read.
+    storage_read: Vec<((String, String), Option<DynamicObject>)>,
     result: Result<()>,
 }
 
@@ -340,6 +343,7 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
         changes: Vec::new(),
         refused: Vec::new(),
         conflicts: Vec::new(),
+        storage_read: Vec::new(),
         result: Ok(()),
     };
     let c = &ctx.caches;
@@ -371,11 +375,13 @@ async fn apply(product: &DataProduct, valid: &ValidProduct<'_>, bundle: &Product
                     ..Default::default()
                 };
                 let refused = applied.refused.len();
-                settle(product, ctx, reference.clone(), result, Part::Storage, &mut applied).await?;
+                let outcome = settle(product, ctx, reference.clone(), result, Part::Storage, &mut applied).await?;
                 if applied.refused.len() == refused
                     && let Some(released) = current.as_ref().filter(|c| c.labels().get(keys::LABEL_ORPHANED).is_some())
                 {
                     reclaim(product, ctx, &resource, released, reference).await?;
+                } else if outcome == Outcome::Unchanged {
+                    applied.storage_read.push(((resource.kind.clone(), object.name_any()), current));
                 }
             }
         }
@@ -582,18 +588,20 @@ async fn observe_storage(
         }
         let mut current = Vec::new();
         for object in objects {
-            current.push(current_object(ctx, &resource_of(object), object).await.ok().flatten());
+            let resource = resource_of(object);
+            let key = (resource.kind.clone(), object.name_any());
+            let read = applied.storage_read.iter().find(|(k, _)| *k == key).map(|(_, read)| read.clone());
+            current.push(match read {
+                Some(read) => read,
+                None => current_object(ctx, &resource, object).await.ok().flatten(),
+            });
         }
         let backend = storage::backend(*kind);
         let mut state = backend.state(storage, &current);
         if !state.ready
-            && let Some(explanation) = backend.explain(&lookup, &current).await
+            && let Some(explained) = backend.explain(&lookup, &state, &current).await
         {
-            if explanation.starts_with("WaitForFirstConsumer") {
-                state = StorageState { ready: true, reason: "WaitForFirstConsumer", message: explanation };
-            } else {
-                state.message = explanation;
-            }
+            state = explained;
         }
         if !state.ready {
             // The longest wait left (`None` orders below any wait).

@@ -107,7 +107,12 @@ impl Backend for Bucket {
         }
     }
 
-    fn explain<'a>(&'a self, _: &'a Lookup<'a>, _: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
+    fn explain<'a>(
+        &'a self,
+        _: &'a Lookup<'a>,
+        _: &'a StorageState,
+        _: &'a [Option<DynamicObject>],
+    ) -> BoxFuture<'a, Option<StorageState>> {
         async { None }.boxed()
     }
 }

@@ -82,10 +82,16 @@ pub trait Backend: Send + Sync {
     /// Readiness from the current objects, in `render` order (pure).
     fn state(&self, storage: &Storage, current: &[Option<DynamicObject>]) -> StorageState;
 
-    /// A closer look at storage that is not ready (the reason Kubernetes
-    /// gives); `None` when there is nothing more to say. Storage younger than
-    /// [`SETTLING`] costs no request.
-    fn explain<'a>(&'a self, lookup: &'a Lookup<'a>, current: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>>;
+    /// A closer look at storage that [`Backend::state`] found not ready: the
+    /// state it is in after all (waiting by design is ready), with the reason
+    /// Kubernetes gives; `None` when there is nothing more to say. Storage
+    /// younger than [`SETTLING`] costs no request.
+    fn explain<'a>(
+        &'a self,
+        lookup: &'a Lookup<'a>,
+        state: &'a StorageState,
+        current: &'a [Option<DynamicObject>],
+    ) -> BoxFuture<'a, Option<StorageState>>;
 }
 
 /// The backend of a storage kind.

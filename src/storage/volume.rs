@@ -102,20 +102,30 @@ impl Backend for VolumeClaim {
         }
     }
 
-    fn explain<'a>(&'a self, lookup: &'a Lookup<'a>, current: &'a [Option<DynamicObject>]) -> BoxFuture<'a, Option<String>> {
+    fn explain<'a>(
+        &'a self,
+        lookup: &'a Lookup<'a>,
+        state: &'a StorageState,
+        current: &'a [Option<DynamicObject>],
+    ) -> BoxFuture<'a, Option<StorageState>> {
         async move {
             let pvc = claim(current)?;
             let name = pvc.name_any();
+            let still = |message: String| StorageState { message, ..state.clone() };
             // A class that binds on first use is waiting by design.
             if let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
                 match lookup.storage_classes.get(&ObjectRef::new(&class)) {
                     Some(sc) if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
-                        return Some(format!(
-                            "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
-                        ));
+                        return Some(StorageState {
+                            ready: true,
+                            reason: "WaitForFirstConsumer",
+                            message: format!(
+                                "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
+                            ),
+                        });
                     }
                     Some(_) => {}
-                    None => return Some(format!("claim {name} names storage class `{class}`, which does not exist")),
+                    None => return Some(still(format!("claim {name} names storage class `{class}`, which does not exist"))),
                 }
             }
             // A new claim is normally binding: the reason is read from its
@@ -129,7 +139,7 @@ impl Backend for VolumeClaim {
                 .await
                 .ok()?;
             let newest = events.items.into_iter().max_by_key(|e| e.last_timestamp.clone().map(|t| t.0))?;
-            Some(format!("claim {name}: {}: {}", newest.reason.unwrap_or_default(), newest.message.unwrap_or_default()))
+            Some(still(format!("claim {name}: {}: {}", newest.reason.unwrap_or_default(), newest.message.unwrap_or_default())))
         }
         .boxed()
     }
