@@ -90,5 +90,6 @@ pid_alive() {
   pid=$(cat "$file")
   [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-  [ "$exe" = "$(cat "$file.exe" 2>/dev/null)" ]
+  # A binary rebuilt while its process runs reads "<path> (deleted)".
+  [ "${exe% (deleted)}" = "$(cat "$file.exe" 2>/dev/null)" ]
 }

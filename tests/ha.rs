@@ -93,3 +93,44 @@ async fn one_leader_reconciles_and_a_standby_takes_over_within_20_seconds() {
     }
     assert_eq!(holder(), "", "the leader released the Lease on SIGTERM");
 }
+
+/// SIGTERM stops meshplane even when it never reached the API server (its
+/// caches never synced): a rollout or `make cluster-down` must not wait on a
+/// process that has nothing to finish.
+#[test]
+fn sigterm_stops_a_process_that_never_reached_the_api_server() {
+    // A port nothing listens on: every request is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = cluster_dir().join("unreachable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}\n\
+             users:\n- name: nobody\n  user: {{token: none}}\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: nobody}}\ncurrent-context: gone\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_meshplane(&kubeconfig, "unreachable", &["--leader-election=false", "--catalog-addr", "127.0.0.1:0"], &[]);
+    // Serving /healthz, and not ready (nothing synced).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "meshplane did not serve /healthz");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(http_get(&addr, "/readyz").map(|(code, _)| code), Some(200), "ready without an API server");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let termed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if termed.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("meshplane was still running 10 s after SIGTERM; see {}", cluster_dir().join("logs/unreachable.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("stopped {:?} after SIGTERM ({status})", termed.elapsed());
+}

@@ -84,7 +84,9 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %domain.namespace().unwrap_or_default(), name = %domain.name_any());
-    ctx.synced().await;
+    if !ctx.synced().await {
+        return Ok(Action::await_change());
+    }
     reconcile_pass(domain, ctx).instrument(span).await
 }
 

@@ -271,8 +271,9 @@ impl Context {
     /// the caches; one that ran on a cache still listing would take a child
     /// it has not seen yet for a missing one and write it again (after a
     /// restart: every domain's RoleBindings, every product's grants).
-    pub async fn synced(&self) {
-        let _ = self.synced.clone().wait_for(|synced| *synced).await;
+    /// False when the process is stopping before that: the pass must not run.
+    pub async fn synced(&self) -> bool {
+        self.synced.clone().wait_for(|synced| *synced).await.is_ok()
     }
 
     /// Adds `finalizer` to the object unless it has it.
@@ -608,6 +609,19 @@ pub async fn run(
             }
         }
     };
+    // kube's controllers hold their runners until their stores have listed,
+    // and a graceful shutdown waits for the runners: a stop before the caches
+    // synced would wait forever (an API server out of reach). No pass has run
+    // then, so nothing is left to finish.
+    let stopped_unsynced = {
+        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        async move {
+            shutdown.await;
+            if readiness.is_ready() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     let ready = async move {
         let c = &caches;
         let waits = [
@@ -630,10 +644,17 @@ pub async fn run(
             c.admission_bindings.wait_until_ready().boxed(),
             c.storage_classes.wait_until_ready().boxed(),
         ];
-        if futures::future::try_join_all(waits).await.is_ok() {
-            tracing::info!("caches synced; ready");
-            let _ = synced_tx.send(true);
-            readiness.set_ready();
+        // A stop before the caches synced ends the wait: passes waiting for
+        // it then end without running (the sender is gone).
+        tokio::select! {
+            synced = futures::future::try_join_all(waits) => {
+                if synced.is_ok() {
+                    tracing::info!("caches synced; ready");
+                    let _ = synced_tx.send(true);
+                    readiness.set_ready();
+                }
+            }
+            () = shutdown => {}
         }
     };
     // The watches run until the controllers have shut down.
@@ -641,6 +662,7 @@ pub async fn run(
         _ = async { tokio::join!(domain_controller, product_controller, policy_controller, ready) } => {},
         _ = drivers => {},
         _ = counting => {},
+        () = stopped_unsynced => tracing::info!("stopped before the caches synced; no pass had run"),
     }
 }
 

@@ -89,7 +89,9 @@ async fn reconcile(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<A
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
-    ctx.synced().await;
+    if !ctx.synced().await {
+        return Ok(Action::await_change());
+    }
     reconcile_pass(policy, ctx).instrument(span).await
 }
 

@@ -175,7 +175,9 @@ async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Actio
     use tracing::Instrument;
     let span =
         tracing::info_span!("reconcile", kind = KIND, namespace = %product.namespace().unwrap_or_default(), name = %product.name_any());
-    ctx.synced().await;
+    if !ctx.synced().await {
+        return Ok(Action::await_change());
+    }
     reconcile_pass(product, ctx).instrument(span).await
 }
 
