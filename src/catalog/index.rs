@@ -141,6 +141,7 @@ impl Index {
             }
         }
     }
+
     /// The entries matching `query`, sorted by namespace and name.
     pub fn search(&self, query: &Query) -> Vec<Arc<Entry>> {
         let text = query.text.as_ref().map(|t| t.to_lowercase());

@@ -614,7 +614,7 @@ pub async fn run(
     // synced would wait forever (an API server out of reach). No pass has run
     // then, so nothing is left to finish.
     let stopped_unsynced = {
-        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        let readiness = readiness.clone();
         async move {
             shutdown.await;
             if readiness.is_ready() {
@@ -644,17 +644,10 @@ pub async fn run(
             c.admission_bindings.wait_until_ready().boxed(),
             c.storage_classes.wait_until_ready().boxed(),
         ];
-        // A stop before the caches synced ends the wait: passes waiting for
-        // it then end without running (the sender is gone).
-        tokio::select! {
-            synced = futures::future::try_join_all(waits) => {
-                if synced.is_ok() {
-                    tracing::info!("caches synced; ready");
-                    let _ = synced_tx.send(true);
-                    readiness.set_ready();
-                }
-            }
-            () = shutdown => {}
+        if futures::future::try_join_all(waits).await.is_ok() {
+            tracing::info!("caches synced; ready");
+            let _ = synced_tx.send(true);
+            readiness.set_ready();
         }
     };
     // The watches run until the controllers have shut down.

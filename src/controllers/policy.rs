@@ -22,7 +22,7 @@ use crate::api::policy::GovernancePolicyStatus;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
 use crate::governance::{self, admission};
 use crate::keys;
-use crate::render::domain::namespace_name;
+use crate::render::domain::current_namespace;
 
 pub const KIND: &str = "GovernancePolicy";
 
@@ -121,7 +121,7 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
     let scope: std::collections::HashSet<String> = domains
         .iter()
         .filter(|d| selected.as_ref().is_none_or(|names| names.contains(&d.name_any())))
-        .map(|d| d.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(d, &ctx.settings.domain)))
+        .map(|d| current_namespace(d, &ctx.settings.domain))
         .collect();
     let in_scope = |product: &DataProduct| product.metadata.namespace.as_ref().is_some_and(|ns| scope.contains(ns));
     let violations =

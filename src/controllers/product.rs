@@ -32,7 +32,7 @@ use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
 use crate::apply::{Conflict, Guarded, Outcome};
 use crate::keys;
 use crate::owned::Owned;
-use crate::render::domain::namespace_name;
+use crate::render::domain::current_namespace;
 use crate::render::product::{self as render, InputState, ProductBundle, ProductSpecError, ResolvedConsumer, ResolvedInput, ValidProduct};
 use crate::storage::{self, StorageState};
 
@@ -94,7 +94,7 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         // status writes (its product count, its conditions) wake none of them.
         .watches_shared_stream(domain_changes(watches.domains), move |domain| {
             let name = domain.name_any();
-            let namespace = domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(&domain, &settings));
+            let namespace = current_namespace(&domain, &settings);
             products_for_domains
                 .state()
                 .into_iter()
@@ -166,10 +166,6 @@ fn owning_domain(product: &DataProduct, ctx: &Context) -> Option<Arc<DataDomain>
     ns.owner_references().iter().any(|o| o.uid == uid).then_some(domain)
 }
 
-fn domain_namespace(domain: &DataDomain, ctx: &Context) -> String {
-    domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(domain, &ctx.settings.domain))
-}
-
 /// One pass, in a span naming the object, so every log line of it does.
 async fn reconcile(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<Action> {
     use tracing::Instrument;
@@ -204,7 +200,7 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
     // resync. The deletion timestamp comes early enough.
     let find_domain = |name: &str| ctx.caches.domains.get(&ObjectRef::new(name)).filter(|d| d.metadata.deletion_timestamp.is_none());
     let find_product = |ns: &str, name: &str| ctx.caches.products.get(&ObjectRef::new(name).within(ns));
-    let namespace_of = |d: &DataDomain| domain_namespace(d, &ctx);
+    let namespace_of = |d: &DataDomain| current_namespace(d, &ctx.settings.domain);
     let inputs = render::resolve_inputs(&valid, &find_domain, &find_product, &namespace_of);
     let consumers = render::resolve_consumers(&valid, &find_domain, &namespace_of);
     let bundle = render::render(&valid, &inputs, &consumers);

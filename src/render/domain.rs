@@ -65,6 +65,12 @@ pub fn namespace_name(domain: &DataDomain, settings: &DomainSettings) -> String 
         .unwrap_or_else(|| format!("{}{}", settings.namespace_prefix, domain.metadata.name.as_deref().unwrap_or_default()))
 }
 
+/// The namespace a domain has: the one its status records, else the one it
+/// asks for or gets by default.
+pub fn current_namespace(domain: &DataDomain, settings: &DomainSettings) -> String {
+    domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(domain, settings))
+}
+
 /// Checks what the CRD schema cannot, and derives the domain's names.
 pub fn validate<'a>(domain: &'a DataDomain, settings: &DomainSettings) -> Result<ValidDomain<'a>, DomainSpecError> {
     let uid = domain.metadata.uid.as_deref().ok_or(DomainSpecError::MissingUid)?;
