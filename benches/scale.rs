@@ -413,23 +413,6 @@ fn quota_accounted(quota: &ResourceQuota) -> bool {
     hard.is_some_and(|h| h.keys().all(|k| used.is_some_and(|u| u.contains_key(k))))
 }
 
-/// Creates a namespace with a ResourceQuota and waits until the quota
-/// controller has accounted it.
-async fn warm_up(admin: &kube::Client) {
-    let ns = "bench-warm-up";
-    let selector = "bench.meshplane.dev/run=warm-up";
-    let objects = vec![
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        serde_json::json!({"apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": {"name": "warm-up", "namespace": ns, "labels": {"bench.meshplane.dev/run": "warm-up"}},
-            "spec": {"hard": {"pods": "1"}}}),
-    ];
-    let started = Instant::now();
-    apply_all(admin, objects, 1).await;
-    await_ready(Api::<ResourceQuota>::namespaced(admin.clone(), ns), selector, 1, started, Duration::from_secs(300), quota_accounted).await;
-    println!("warm-up: the quota controller accounted a first quota after {:.1}s", started.elapsed().as_secs_f64());
-}
-
 fn percentile(samples: &[Duration], p: f64) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
@@ -627,12 +610,6 @@ async fn main() {
     let sa = support::client_for(std::path::Path::new(&sa_kubeconfig)).await;
     let mut report = Report { domains: d, products: n, concurrency: c, ..Default::default() };
     let start_counters = counters(&admin).await;
-
-    // --- warm-up ------------------------------------------------------------
-    // The quota controller's first accounting after the control plane starts
-    // waits for its informers (measured: 2 to 31 s). Whoever ran first paid
-    // for it, so both runs start once a scratch quota has been accounted.
-    warm_up(&admin).await;
 
     // --- the floor ----------------------------------------------------------
     let (namespaces, tenant, children) = floor_objects(&settings);
