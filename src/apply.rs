@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::keys;
-use crate::owned::Owned;
+use crate::owned::{Holds, Owned};
+use crate::telemetry::ChildLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// What applying one object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,35 +204,56 @@ pub fn parse_conflicts(message: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// How a cached object reads when the applier compares it with what it
-/// would write: the whole object, or for an [`Owned`] child the fields
-/// meshplane set.
-pub trait Current {
-    fn current(&self) -> serde_json::Result<Value>;
+/// How a cached object answers the applier's question: does it already
+/// hold what meshplane would write? A whole object compares field by field
+/// ([`contains`]); an [`Owned`] child by the digest its cache keeps.
+pub trait Current: Sized {
+    fn holds(&self, desired: &Value) -> serde_json::Result<Holds>;
+
+    /// `object`, as the API server serves it, in the form [`contains`]
+    /// compares (when [`Current::holds`] could not tell).
+    fn comparable(object: Value) -> serde_json::Result<Value>;
 }
 
 impl<K: Serialize> Current for K {
-    fn current(&self) -> serde_json::Result<Value> {
-        serde_json::to_value(self)
+    fn holds(&self, desired: &Value) -> serde_json::Result<Holds> {
+        Ok(if contains(&serde_json::to_value(self)?, desired) { Holds::Yes } else { Holds::No })
+    }
+
+    fn comparable(object: Value) -> serde_json::Result<Value> {
+        Ok(object)
     }
 }
 
 impl<K: Resource<DynamicType = ()> + crate::owned::Served> Current for Owned<K> {
-    fn current(&self) -> serde_json::Result<Value> {
-        Owned::current(self)
+    fn holds(&self, desired: &Value) -> serde_json::Result<Holds> {
+        Owned::holds(self, desired)
+    }
+
+    fn comparable(object: Value) -> serde_json::Result<Value> {
+        Owned::<K>::comparable(object)
     }
 }
+
+/// Children whose cached digest differed from the desired object's while
+/// the object, read whole, held every field: (desired digest, cached
+/// digest) by object. Such a pair needs no second read.
+type Confirmed = HashMap<u64, (u64, u64)>;
 
 /// Writes children with server-side apply, consulting a cache first.
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
     guard: ConflictGuard,
+    confirmed: Arc<Mutex<Confirmed>>,
+    reads: Family<ChildLabels, Counter>,
 }
 
 impl Applier {
-    pub fn new(client: Client) -> Self {
-        Applier { client, guard: ConflictGuard::default() }
+    /// An applier that counts the children it had to read whole in `reads`
+    /// (see [`Holds::Unknown`]).
+    pub fn new(client: Client, reads: Family<ChildLabels, Counter>) -> Self {
+        Applier { client, guard: ConflictGuard::default(), confirmed: Default::default(), reads }
     }
 
     fn api<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -274,11 +299,49 @@ impl Applier {
         let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
-        let current = match cache.get(&key) {
-            Some(current) => Some(current.current().map_err(|e| error(kube::Error::SerdeError(e)))?),
+        let held = match cache.get(&key).map(|current| current.holds(&body)).transpose().map_err(|e| error(kube::Error::SerdeError(e)))? {
             None => None,
+            Some(Holds::Yes) => Some(true),
+            Some(Holds::No) => Some(false),
+            Some(Holds::Unknown { desired, cached }) => {
+                Some(self.confirm::<K, C>(namespace.as_deref(), &name, &body, (desired, cached)).await?)
+            }
         };
-        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, current.as_ref(), guarded).await
+        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, held, guarded).await
+    }
+
+    /// Whether the child named, read whole from the API server, holds every
+    /// field of `body`; remembered per (desired, cached) digest pair, so an
+    /// object whose server form differs from meshplane's (a normalised
+    /// value) is read once, not on every pass.
+    async fn confirm<K, C>(&self, namespace: Option<&str>, name: &str, body: &Value, digests: (u64, u64)) -> Result<bool, ApplyError>
+    where
+        K: Resource<DynamicType = ()>,
+        C: Current,
+    {
+        let id = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            (K::kind(&()), namespace, name).hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.confirmed.lock().unwrap_or_else(|e| e.into_inner()).get(&id) == Some(&digests) {
+            return Ok(true);
+        }
+        let error = |source| ApplyError { kind: K::kind(&()).into_owned(), name: name.to_string(), source };
+        self.reads.get_or_create(&ChildLabels { kind: K::kind(&()).into_owned() }).inc();
+        let Some(served) = self.api::<K>(namespace).get_opt(name).await.map_err(error)? else {
+            return Ok(false);
+        };
+        let served = serde_json::to_value(served).and_then(C::comparable).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let held = contains(&served, body);
+        tracing::debug!(kind = %K::kind(&()), name, held, "read a child whose cached digest differs from what meshplane would apply");
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        if held {
+            confirmed.insert(id, digests);
+        } else {
+            confirmed.remove(&id);
+        }
+        Ok(held)
     }
 
     /// Applies an untyped object (a kind meshplane has no Rust type or cache
@@ -314,11 +377,11 @@ impl Applier {
         let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = resource.api_version.clone().into();
         body["kind"] = resource.kind.clone().into();
-        let current = match current {
-            Some(c) => Some(serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?),
+        let held = match current {
+            Some(c) => Some(contains(&serde_json::to_value(c).map_err(|e| error(kube::Error::SerdeError(e)))?, &body)),
             None => None,
         };
-        self.apply_value(resource, desired.namespace().as_deref(), &name, body, current.as_ref(), guarded).await
+        self.apply_value(resource, desired.namespace().as_deref(), &name, body, held, guarded).await
     }
 
     async fn apply_value(
@@ -327,12 +390,10 @@ impl Applier {
         namespace: Option<&str>,
         name: &str,
         body: Value,
-        current: Option<&Value>,
+        held: Option<bool>,
         guarded: bool,
     ) -> Result<Guarded, ApplyError> {
-        if let Some(current) = current
-            && contains(current, &body)
-        {
+        if held == Some(true) {
             return Ok(Guarded { outcome: Outcome::Unchanged, conflict: None });
         }
         let api: Api<DynamicObject> = match namespace {
@@ -340,7 +401,7 @@ impl Applier {
             None => Api::all_with(self.client.clone(), resource),
         };
         let error = |source| ApplyError { kind: resource.kind.clone(), name: name.to_string(), source };
-        let written = if current.is_some() { Outcome::Updated } else { Outcome::Created };
+        let written = if held.is_some() { Outcome::Updated } else { Outcome::Created };
         let forced = PatchParams::apply(keys::FIELD_MANAGER).force();
         if !guarded {
             api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
@@ -413,7 +474,7 @@ pub fn contains(actual: &Value, desired: &Value) -> bool {
     }
 }
 
-fn is_zero(v: &Value) -> bool {
+pub fn is_zero(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,

@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,8 +32,33 @@ use crate::keys;
 /// A child kind as its cache keeps it (see the module docs).
 pub struct Owned<K> {
     metadata: ObjectMeta,
-    fields: Box<str>,
+    fields: Fields,
     kind: PhantomData<fn() -> K>,
+}
+
+/// What an [`Owned`] keeps of meshplane's fields.
+#[derive(Clone, Debug)]
+enum Fields {
+    /// A kind with [`Served`] fields: those and meshplane's, as compact JSON
+    /// text, since a controller reads them.
+    Text(Box<str>),
+    /// Any other kind: only a [`digest`] of meshplane's fields, which is all
+    /// the applier compares (8 bytes instead of some 700 of text).
+    Digest(u64),
+}
+
+/// Whether a cached child holds what meshplane would write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    Yes,
+    No,
+    /// The cache kept a digest, and it differs from the desired object's:
+    /// either a field differs, or the API server wrote a value in another
+    /// form ("1000m" for "1"). Only the object as served can tell.
+    Unknown {
+        desired: u64,
+        cached: u64,
+    },
 }
 
 impl<K> Clone for Owned<K> {
@@ -74,9 +100,25 @@ impl<K: Resource<DynamicType = ()> + Served> Resource for Owned<K> {
     }
 }
 
+/// The metadata fields the controllers look up, kept typed rather than
+/// compared (the applier compares owner references on their own).
+const LOOKED_UP: [&str; 7] = ["name", "namespace", "uid", "resourceVersion", "ownerReferences", "creationTimestamp", "deletionTimestamp"];
+
 impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
     /// Keeps of `object` (as the API server serves it) what meshplane set.
-    pub fn from_value(mut object: Value) -> Result<Self, serde_json::Error> {
+    pub fn from_value(object: Value) -> Result<Self, serde_json::Error> {
+        let (metadata, fields) = Self::split(object)?;
+        let fields = if K::SERVED.is_empty() {
+            Fields::Digest(digest(&fields))
+        } else {
+            Fields::Text(serde_json::to_string(&fields)?.into_boxed_str())
+        };
+        Ok(Owned { metadata, fields, kind: PhantomData })
+    }
+
+    /// `object`'s looked-up metadata, and its fields that meshplane set
+    /// (with the served ones, for a [`Served`] kind).
+    fn split(mut object: Value) -> Result<(ObjectMeta, Value), serde_json::Error> {
         let body = object.as_object_mut().ok_or_else(|| serde::de::Error::custom("an object must be a JSON object"))?;
         let mut meta = body.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
         let managed = meta.as_object_mut().and_then(|m| m.remove("managedFields"));
@@ -85,7 +127,7 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
         // (labels, annotations, finalizers) is compared like any other field.
         let mut looked_up = Map::new();
         if let Some(meta) = meta.as_object_mut() {
-            for key in ["name", "namespace", "uid", "resourceVersion", "ownerReferences", "creationTimestamp", "deletionTimestamp"] {
+            for key in LOOKED_UP {
                 if let Some(value) = meta.remove(key) {
                     looked_up.insert(key.to_string(), value);
                 }
@@ -104,15 +146,23 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
         if let Some(body) = object.as_object_mut() {
             body.extend(served);
         }
-        let metadata: ObjectMeta = serde_json::from_value(Value::Object(looked_up))?;
-        Ok(Owned { metadata, fields: serde_json::to_string(&object)?.into_boxed_str(), kind: PhantomData })
+        Ok((serde_json::from_value(Value::Object(looked_up))?, object))
     }
 
     /// The object as meshplane's fields make it up: what
-    /// [`crate::apply::contains`] compares a desired object with.
+    /// [`crate::apply::contains`] compares a desired object with. A kind
+    /// kept as a digest has only its looked-up metadata here: read it whole
+    /// with [`Owned::comparable`].
     pub fn current(&self) -> Result<Value, serde_json::Error> {
-        let mut object: Value = serde_json::from_str(&self.fields)?;
-        let looked_up = serde_json::to_value(&self.metadata)?;
+        let fields = match &self.fields {
+            Fields::Text(text) => serde_json::from_str(text)?,
+            Fields::Digest(_) => Value::Object(Map::new()),
+        };
+        Self::assemble(&self.metadata, fields)
+    }
+
+    fn assemble(metadata: &ObjectMeta, mut object: Value) -> Result<Value, serde_json::Error> {
+        let looked_up = serde_json::to_value(metadata)?;
         if let (Some(object), Value::Object(looked_up)) = (object.as_object_mut(), looked_up) {
             object.insert("apiVersion".into(), K::api_version(&()).into());
             object.insert("kind".into(), K::kind(&()).into());
@@ -122,6 +172,78 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
             }
         }
         Ok(object)
+    }
+
+    /// `object` as the API server serves it, made up of meshplane's fields
+    /// like [`Owned::current`] (for a kind kept as a digest, what the applier
+    /// reads when the digest cannot decide).
+    pub fn comparable(object: Value) -> Result<Value, serde_json::Error> {
+        let (metadata, fields) = Self::split(object)?;
+        Self::assemble(&metadata, fields)
+    }
+
+    /// Whether this child holds every field of `desired` (what meshplane
+    /// would apply) with an equal value.
+    pub fn holds(&self, desired: &Value) -> Result<Holds, serde_json::Error> {
+        let Fields::Digest(cached) = self.fields else {
+            return Ok(if crate::apply::contains(&self.current()?, desired) { Holds::Yes } else { Holds::No });
+        };
+        if let Some(owners) = desired.pointer("/metadata/ownerReferences")
+            && !crate::apply::contains(&serde_json::to_value(&self.metadata.owner_references)?, owners)
+        {
+            return Ok(Holds::No);
+        }
+        let mut desired = desired.clone();
+        if let Some(body) = desired.as_object_mut() {
+            body.remove("apiVersion");
+            body.remove("kind");
+            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                for key in LOOKED_UP {
+                    meta.remove(key);
+                }
+            }
+        }
+        let desired = digest(&desired);
+        Ok(if desired == cached { Holds::Yes } else { Holds::Unknown { desired, cached } })
+    }
+}
+
+/// A 64-bit digest of `value` as [`crate::apply::contains`] compares it:
+/// members with a zero value are left out (they match absent ones), numbers
+/// count by their value, and so do strings that are quantities ("1Gi" and
+/// "1024Mi" digest alike). Two values that digest alike are equal to the
+/// applier; two that do not may still be (a member present on one side
+/// only), which the applier settles by reading the object.
+pub fn digest(value: &Value) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    feed(value, &mut hasher);
+    hasher.finish()
+}
+
+fn feed(value: &Value, h: &mut impl Hasher) {
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.as_f64().unwrap_or(f64::NAN).to_bits()).hash(h),
+        Value::String(s) => match crate::apply::parse_quantity(s) {
+            // Rounded as `contains` compares quantities (to a few ulps).
+            Some(q) => (3u8, format!("{q:.12e}")).hash(h),
+            None => (4u8, s).hash(h),
+        },
+        Value::Array(items) => {
+            (5u8, items.len()).hash(h);
+            items.iter().for_each(|item| feed(item, h));
+        }
+        Value::Object(members) => {
+            6u8.hash(h);
+            let mut members: Vec<_> = members.iter().filter(|(_, v)| !crate::apply::is_zero(v)).collect();
+            members.sort_unstable_by_key(|(k, _)| *k);
+            members.len().hash(h);
+            for (key, member) in members {
+                key.hash(h);
+                feed(member, h);
+            }
+        }
     }
 }
 
@@ -280,7 +402,7 @@ mod tests {
     #[test]
     fn only_meshplanes_fields_are_kept() {
         let owned = Owned::<CronJob>::from_value(served()).unwrap();
-        let current = owned.current().unwrap();
+        let current = Owned::<CronJob>::comparable(served()).unwrap();
         assert_eq!(
             current["spec"],
             json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
@@ -295,10 +417,8 @@ mod tests {
         assert_eq!(owned.meta().creation_timestamp.as_ref().map(|t| t.0.to_string()).as_deref(), Some("2026-11-29T00:00:00Z"));
     }
 
-    #[test]
-    fn what_meshplane_applied_compares_equal_and_a_change_does_not() {
-        let current = Owned::<CronJob>::from_value(served()).unwrap().current().unwrap();
-        let mut applied = json!({
+    fn applied() -> Value {
+        json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
             "metadata": {
                 "name": "orders-nightly", "namespace": "sales", "labels": {"app.kubernetes.io/managed-by": "meshplane"},
@@ -308,10 +428,41 @@ mod tests {
                 "containers": [{"name": "run", "image": "busybox", "args": ["a", "b"], "env": [{"name": "A", "value": "1"}]}],
                 "restartPolicy": "OnFailure"
             }}}}}
-        });
+        })
+    }
+
+    #[test]
+    fn what_meshplane_applied_compares_equal_and_a_change_does_not() {
+        let current = Owned::<CronJob>::comparable(served()).unwrap();
+        let mut applied = applied();
         assert!(crate::apply::contains(&current, &applied));
         applied["spec"]["schedule"] = "0 4 * * *".into();
         assert!(!crate::apply::contains(&current, &applied));
+    }
+
+    #[test]
+    fn the_cache_keeps_a_digest_that_answers_for_what_meshplane_applied() {
+        let owned = Owned::<CronJob>::from_value(served()).unwrap();
+        assert!(matches!(owned.fields, Fields::Digest(_)));
+        assert_eq!(owned.holds(&applied()).unwrap(), Holds::Yes);
+        // A changed field: the digest cannot say more, the object read whole does.
+        let mut changed = applied();
+        changed["spec"]["schedule"] = "0 4 * * *".into();
+        assert!(matches!(owned.holds(&changed).unwrap(), Holds::Unknown { .. }));
+        // Another owner is a difference the metadata tells at once.
+        let mut adopted = applied();
+        adopted["metadata"]["ownerReferences"][0]["uid"] = "p-2".into();
+        assert_eq!(owned.holds(&adopted).unwrap(), Holds::No);
+    }
+
+    #[test]
+    fn digests_compare_as_the_applier_does() {
+        // Quantities by value, zero members as absent, key order ignored.
+        assert_eq!(digest(&json!({"cpu": "1", "memory": "1Gi"})), digest(&json!({"memory": "1024Mi", "cpu": "1000m"})));
+        assert_eq!(digest(&json!({"a": 1, "b": false, "c": [], "d": {"e": ""}})), digest(&json!({"a": 1.0})));
+        assert_ne!(digest(&json!({"a": [1, 2]})), digest(&json!({"a": [2, 1]})));
+        assert_ne!(digest(&json!({"a": "1"})), digest(&json!({"a": 1})));
+        assert_ne!(digest(&json!({"a": {"b": 1}})), digest(&json!({"a": 1, "b": 1})));
     }
 
     #[test]
@@ -324,7 +475,7 @@ mod tests {
         assert_eq!(meta.resource_version.as_deref(), Some("42"));
         assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "p-1");
         assert!(meta.labels.is_none() && meta.managed_fields.is_none());
-        let current = owned.current().unwrap();
+        let current = Owned::<CronJob>::comparable(served()).unwrap();
         assert_eq!(current["metadata"]["name"], "orders-nightly");
         assert_eq!(current["metadata"]["ownerReferences"][0]["uid"], "p-1");
     }
@@ -333,7 +484,7 @@ mod tests {
     fn an_object_meshplane_set_nothing_on_compares_as_empty() {
         let mut object = served();
         object["metadata"]["managedFields"] = json!([]);
-        let current = Owned::<CronJob>::from_value(object).unwrap().current().unwrap();
+        let current = Owned::<CronJob>::comparable(object).unwrap();
         assert!(current.get("spec").is_none());
         assert_eq!(current["metadata"]["name"], "orders-nightly");
     }

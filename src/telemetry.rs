@@ -47,6 +47,12 @@ pub struct ApplyLabels {
     pub outcome: &'static str,
 }
 
+/// A child kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChildLabels {
+    pub kind: String,
+}
+
 /// The operator's metrics, registered once at start-up.
 pub struct Metrics {
     pub registry: Registry,
@@ -55,6 +61,7 @@ pub struct Metrics {
     pub watch_errors: Family<WatchErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub applies: Family<ApplyLabels, Counter>,
+    pub child_reads: Family<ChildLabels, Counter>,
     pub violations: Family<PolicyLabels, Gauge>,
     pub leader: Gauge,
     pub in_flight: Family<KindLabels, Gauge>,
@@ -83,6 +90,12 @@ impl Default for Metrics {
             "Children meshplane considered applying, by child kind and outcome (created, updated, unchanged)",
             applies.clone(),
         );
+        let child_reads = Family::<ChildLabels, Counter>::default();
+        registry.register(
+            "child_reads",
+            "Children read whole from the API server because the cache's digest of meshplane's fields differed from the desired object's, by child kind (once per object and change; 0 when the API server keeps meshplane's values as written)",
+            child_reads.clone(),
+        );
         let violations = Family::<PolicyLabels, Gauge>::default();
         registry.register("policy_violations", "DataProducts that violate a GovernancePolicy now", violations.clone());
         let leader = Gauge::default();
@@ -105,7 +118,20 @@ impl Default for Metrics {
                 let _ = errors.get_or_create(&ErrorLabels { kind, category });
             }
         }
-        Metrics { registry, reconciliations, errors, watch_errors, duration, applies, violations, leader, in_flight, objects, backlog }
+        Metrics {
+            registry,
+            reconciliations,
+            errors,
+            watch_errors,
+            duration,
+            applies,
+            child_reads,
+            violations,
+            leader,
+            in_flight,
+            objects,
+            backlog,
+        }
     }
 }
 

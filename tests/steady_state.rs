@@ -107,6 +107,10 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     }
     assert!(domains.len() <= 2, "more than one count write per domain:\n{}", lines(domains));
     assert!(product_writes.len() <= children + 2, "{} writes for {children} children:\n{}", product_writes.len(), lines(product_writes));
+    // Each pass compared the children it had applied by the cache's digest
+    // alone: none was read back.
+    let reads: Vec<Write> = reads_since(mark).into_iter().filter(|r| r.namespace == ns).collect();
+    assert!(reads.is_empty(), "children read back whole:\n{}", lines(&reads));
 }
 
 #[tokio::test]
@@ -185,12 +189,18 @@ async fn resyncs_at_steady_state_send_no_mutating_request() {
     let expected_passes = (DOMAINS as f64) * (WINDOW.as_secs_f64() / 2.0) / 2.0;
     assert!(passes >= expected_passes, "only {passes} reconcile passes in the window; expected at least {expected_passes}");
     assert!(ours.is_empty(), "writes at steady state:\n{}", lines(ours));
+    let reads: Vec<Write> = reads_since(mark).into_iter().filter(|r| touches(r, &prefix)).collect();
+    assert!(reads.is_empty(), "reads at steady state:\n{}", lines(&reads));
 }
 
 /// A restart relists every kind and reconciles every object once. That must
 /// write nothing: a pass that ran before the child caches had listed took
 /// children it had not seen yet for missing ones and applied them again
-/// (every domain's RoleBindings and NetworkPolicy, and their Events).
+/// (every domain's RoleBindings and NetworkPolicy, and their Events). Nor
+/// may it read any child back: the restarted process knows each child only
+/// by the digest of meshplane's fields its cache keeps, and every kind's
+/// digest must match what meshplane renders (quotas, limit ranges and
+/// egress rules included, whose quantities the API server may rewrite).
 #[tokio::test]
 async fn a_restart_reconciles_everything_and_writes_nothing() {
     operator();
@@ -198,7 +208,9 @@ async fn a_restart_reconciles_everything_and_writes_nothing() {
     let prefix = unique("restart");
     let mut namespaces = Vec::new();
     for i in 0..3 {
-        namespaces.push(ready_domain(&client, &format!("{prefix}-{i}"), "  viewers: [{kind: Group, name: readers}]\n").await);
+        let spec = "  viewers: [{kind: Group, name: readers}]\n  network: {egressCIDRs: [10.20.0.0/16]}\n  \
+                    quota: {cpu: \"8\", memory: 16Gi, storage: 100Gi}\n";
+        namespaces.push(ready_domain(&client, &format!("{prefix}-{i}"), spec).await);
     }
     for (i, ns) in namespaces.iter().enumerate() {
         apply(&format!(
@@ -231,4 +243,6 @@ async fn a_restart_reconciles_everything_and_writes_nothing() {
         println!("meanwhile, to other tests' objects:\n{}", lines(elsewhere));
     }
     assert!(ours.is_empty(), "writes after a restart:\n{}", lines(ours));
+    let reads: Vec<Write> = reads_since(mark).into_iter().filter(|r| touches(r, &prefix)).collect();
+    assert!(reads.is_empty(), "children read back after a restart:\n{}", lines(&reads));
 }

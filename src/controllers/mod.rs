@@ -497,7 +497,7 @@ pub async fn run(
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        applier: Applier::new(client.clone()),
+        applier: Applier::new(client.clone(), metrics.child_reads.clone()),
         reporter,
         metrics,
         settings,

@@ -346,8 +346,8 @@ pub fn can_i(args: &[&str]) -> bool {
 /// The user the tests' operator acts as (its ServiceAccount).
 pub const MESHPLANE_USER: &str = "system:serviceaccount:meshplane-system:meshplane";
 
-/// One write the API server recorded in its audit log (`cluster/up.sh`
-/// logs every write, none of the reads).
+/// One request the API server recorded in its audit log (`cluster/up.sh`
+/// logs every write, and of the reads only meshplane's GETs).
 #[derive(Debug, Clone)]
 pub struct Write {
     pub user: String,
@@ -379,6 +379,17 @@ fn audit_log() -> PathBuf {
 /// The writes the API server handled after `mark`, in order; a request it
 /// refused (a conflict, a denial) is no write and left out.
 pub fn writes_since(mark: u64) -> Vec<Write> {
+    logged_since(mark).into_iter().filter(|w| w.verb != "get").collect()
+}
+
+/// meshplane's reads of single objects (GET) after `mark`, in order: it
+/// reads a child whole only when its cache cannot tell whether the child
+/// holds meshplane's fields.
+pub fn reads_since(mark: u64) -> Vec<Write> {
+    logged_since(mark).into_iter().filter(|w| w.verb == "get" && w.user == MESHPLANE_USER).collect()
+}
+
+fn logged_since(mark: u64) -> Vec<Write> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(audit_log()).expect("the API server's audit log (cluster/up.sh with AUDIT=true)");
     file.seek(SeekFrom::Start(mark)).unwrap();
@@ -389,7 +400,7 @@ pub fn writes_since(mark: u64) -> Vec<Write> {
     complete
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["responseStatus"]["code"].as_u64().is_some_and(|code| code < 300))
+        .filter(|event| event["responseStatus"]["code"].as_u64().is_some_and(|code| code < 300 || event["verb"] == "get"))
         .map(|event| {
             let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
             let object = &event["objectRef"];
