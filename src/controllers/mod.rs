@@ -81,14 +81,29 @@ pub struct Caches {
 /// product a run belongs to), kept current by the kind's watch: a pass looks
 /// up its own children instead of scanning every object of the kind in the
 /// cluster, which made each pass cost O(all children) and a full resync O(N^2).
+///
+/// A key's objects are few (a product's network policies), so they are kept
+/// in a list of exactly their number, by name and namespace only: what a
+/// cache lookup compares. A set per key, of references that also carried each
+/// object's uid and resource version, took about 500 bytes an object.
 pub struct ByKey<K: Resource<DynamicType = ()> + Clone + 'static> {
     keys: fn(&K) -> Vec<String>,
-    entries: Arc<std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<reflector::ObjectRef<K>>>>>,
+    entries: Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<reflector::ObjectRef<K>>>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for ByKey<K> {
     fn clone(&self) -> Self {
         ByKey { keys: self.keys, entries: self.entries.clone() }
+    }
+}
+
+/// An object's name and namespace, as a cache lookup compares them.
+fn lookup_ref<K: Resource<DynamicType = ()>>(object: &K) -> reflector::ObjectRef<K> {
+    let meta = object.meta();
+    let name = reflector::ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match &meta.namespace {
+        Some(namespace) => name.within(namespace),
+        None => name,
     }
 }
 
@@ -103,22 +118,29 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByKey<K> {
         ByKey::new(|o| o.meta().owner_references.iter().flatten().map(|r| r.uid.clone()).collect())
     }
 
+    fn insert(&self, entries: &mut std::collections::HashMap<String, Vec<reflector::ObjectRef<K>>>, object: &K) {
+        let id = lookup_ref(object);
+        for key in (self.keys)(object) {
+            let refs = entries.entry(key).or_default();
+            if !refs.contains(&id) {
+                refs.push(id.clone());
+                refs.shrink_to_fit();
+            }
+        }
+    }
+
     /// Follows one watch event, once `cache` holds it. A relist is taken
     /// whole when it completes, like the cache takes it.
     fn apply(&self, event: &watcher::Event<K>, cache: &Store<K>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                for key in (self.keys)(o) {
-                    entries.entry(key).or_default().insert(reflector::ObjectRef::from_obj(o));
-                }
-            }
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => self.insert(&mut entries, o),
             watcher::Event::Delete(o) => {
-                let id = reflector::ObjectRef::from_obj(o);
+                let id = lookup_ref(o);
                 for key in (self.keys)(o) {
-                    if let Some(set) = entries.get_mut(&key) {
-                        set.remove(&id);
-                        if set.is_empty() {
+                    if let Some(refs) = entries.get_mut(&key) {
+                        refs.retain(|r| *r != id);
+                        if refs.is_empty() {
                             entries.remove(&key);
                         }
                     }
@@ -128,9 +150,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByKey<K> {
             watcher::Event::InitDone => {
                 entries.clear();
                 for o in cache.state() {
-                    for key in (self.keys)(&o) {
-                        entries.entry(key).or_default().insert(reflector::ObjectRef::from_obj(o.as_ref()));
-                    }
+                    self.insert(&mut entries, &o);
                 }
             }
         }
@@ -149,7 +169,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByKey<K> {
     pub fn get(&self, cache: &Store<K>, key: &str) -> Vec<Arc<K>> {
         let refs: Vec<reflector::ObjectRef<K>> = {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            entries.get(key).map(|set| set.iter().cloned().collect()).unwrap_or_default()
+            entries.get(key).cloned().unwrap_or_default()
         };
         // A key an object no longer has (an owner reference removed from a
         // released claim) leaves its entry behind until the object's next
