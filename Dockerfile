@@ -3,7 +3,7 @@
 # Stage 1 builds against musl (Alpine's native libc), so the binary needs
 # no libc at run time; the dependency build is cached apart from the source.
 FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev
+RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
