@@ -1,21 +1,24 @@
-//! What the caches keep of a child meshplane applies: only the fields
-//! meshplane's own field manager set, as compact JSON text, next to the few
-//! metadata fields the controllers look up (name, namespace, uid, resource
-//! version, owner references, creation, deletion).
+//! What the caches keep of a child meshplane applies: a 64-bit digest of the
+//! fields meshplane's own field manager set, next to the few metadata fields
+//! the controllers look up (name, namespace, uid, resource version, owner
+//! references, creation, deletion).
 //!
 //! The applier compares what it would write with what the cluster holds
 //! (see [`crate::apply::contains`]), and that comparison only ever reads the
 //! fields meshplane writes. Everything else on a child (the API server's
 //! defaults, status, other managers' fields) is dropped as the watch delivers
-//! it: a CronJob held as a k8s-openapi struct takes about 10 KB of heap, as
-//! `Owned` about 2 KB (BENCHMARKS.md). Which fields are meshplane's comes from
-//! the object's managedFields (server-side apply records them per manager).
-//! A kind whose served fields a controller reads keeps those whole
-//! ([`Served`]: a claim's spec and status).
+//! it, and of meshplane's fields only their [`digest`] is kept: a CronJob held
+//! as a k8s-openapi struct takes about 10 KB of heap, with its fields as text
+//! about 2 KB (BENCHMARKS.md), as a digest the text's 700 bytes or so less.
+//! Which fields are meshplane's comes from the object's managedFields
+//! (server-side apply records them per manager). A kind whose served fields a
+//! controller reads keeps those, and meshplane's, as text ([`Served`]: a
+//! claim's spec and status).
 //!
 //! A field another manager took over (a forced apply, a `kubectl edit`) is no
-//! longer in meshplane's set, so it reads as missing and the next pass applies
-//! it again, which is how the applier notices the conflict.
+//! longer in meshplane's set, so the digest differs, the applier reads the
+//! child and finds the field missing, and the next apply restores it, which
+//! is how the applier notices the conflict.
 
 use std::borrow::Cow;
 use std::fmt;
