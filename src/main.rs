@@ -14,8 +14,8 @@ use meshplane::telemetry::{self, LogFormat};
 /// objects that live long between short-lived buffers (each watch event, list
 /// page and apply), and glibc kept the holes those leave: at 5,000 products a
 /// provisioned operator held 59 MB of free heap beside 156 MB in use
-/// (BENCHMARKS.md). jemalloc's size classes leave fewer holes, and its
-/// background thread returns free pages to the system.
+/// (BENCHMARKS.md). jemalloc's size classes leave fewer holes, and it returns
+/// free pages as later allocations prompt it to purge.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

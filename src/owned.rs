@@ -123,22 +123,9 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
     /// (with the served ones, for a [`Served`] kind).
     fn split(mut object: Value) -> Result<(ObjectMeta, Value), serde_json::Error> {
         let body = object.as_object_mut().ok_or_else(|| serde::de::Error::custom("an object must be a JSON object"))?;
-        let mut meta = body.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
-        let managed = meta.as_object_mut().and_then(|m| m.remove("managedFields"));
+        let managed = body.get_mut("metadata").and_then(Value::as_object_mut).and_then(|m| m.remove("managedFields"));
         let ours = own_fields(managed.as_ref());
-        // The metadata the controllers look up stays typed; the rest of it
-        // (labels, annotations, finalizers) is compared like any other field.
-        let mut looked_up = Map::new();
-        if let Some(meta) = meta.as_object_mut() {
-            for key in LOOKED_UP {
-                if let Some(value) = meta.remove(key) {
-                    looked_up.insert(key.to_string(), value);
-                }
-            }
-        }
-        body.insert("metadata".into(), meta);
-        body.remove("apiVersion");
-        body.remove("kind");
+        let looked_up = take_looked_up(body);
         let served: Vec<(String, Value)> = K::SERVED.iter().filter_map(|f| Some((f.to_string(), body.remove(*f)?))).collect();
         if ours.as_object().is_some_and(Map::is_empty) {
             // Not a field of it is meshplane's (`{}` would mean all of it).
@@ -198,17 +185,29 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
         }
         let mut desired = desired.clone();
         if let Some(body) = desired.as_object_mut() {
-            body.remove("apiVersion");
-            body.remove("kind");
-            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-                for key in LOOKED_UP {
-                    meta.remove(key);
-                }
-            }
+            take_looked_up(body);
         }
         let desired = digest(&desired);
         Ok(if desired == cached { Holds::Yes } else { Holds::Unknown { desired, cached } })
     }
+}
+
+/// Takes out of an object what is not compared as one of its fields: its
+/// apiVersion and kind, and the metadata the controllers look up, which is
+/// returned (it stays typed; the rest of the metadata, such as labels and
+/// annotations, is compared like any other field).
+fn take_looked_up(object: &mut Map<String, Value>) -> Map<String, Value> {
+    object.remove("apiVersion");
+    object.remove("kind");
+    let mut looked_up = Map::new();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in LOOKED_UP {
+            if let Some(value) = meta.remove(key) {
+                looked_up.insert(key.to_string(), value);
+            }
+        }
+    }
+    looked_up
 }
 
 /// A 64-bit digest of `value` as [`crate::apply::contains`] compares it:

@@ -66,14 +66,21 @@ fn lines<'a>(writes: impl IntoIterator<Item = &'a Write>) -> String {
     writes.into_iter().map(|w| format!("  {w}")).collect::<Vec<_>>().join("\n")
 }
 
+/// Two Ready domains named after `prefix`, a producer and a consumer: their
+/// names, and the producer's namespace.
+async fn producer_and_consumer(client: &kube::Client, prefix: &str) -> (String, String, String) {
+    let producer = unique(prefix);
+    let consumer = unique(&format!("{prefix}-c"));
+    let ns = ready_domain(client, &producer, "").await;
+    ready_domain(client, &consumer, "").await;
+    (producer, consumer, ns)
+}
+
 #[tokio::test]
 async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     operator();
     let client = cluster().await;
-    let producer = unique("writes");
-    let consumer = unique("writes-c");
-    let ns = ready_domain(&client, &producer, "").await;
-    ready_domain(&client, &consumer, "").await;
+    let (producer, consumer, ns) = producer_and_consumer(&client, "writes").await;
     quiesce().await;
     // Let the domains' own passes finish before counting.
     settled_writes(audit_mark()).await;
@@ -125,10 +132,7 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
 async fn a_child_that_digests_differently_is_read_once_and_not_written() {
     operator();
     let client = cluster().await;
-    let producer = unique("digest");
-    let consumer = unique("digest-c");
-    let ns = ready_domain(&client, &producer, "").await;
-    ready_domain(&client, &consumer, "").await;
+    let (_, consumer, ns) = producer_and_consumer(&client, "digest").await;
     apply(&format!(
         "apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: read-once, namespace: {ns}}}\nspec:\n  \
          storage: [{{name: data, kind: Volume, size: 1Gi}}]\n  \

@@ -84,8 +84,9 @@ pub struct Caches {
 ///
 /// A key's objects are few (a product's network policies), so they are kept
 /// in a list of exactly their number, by name and namespace only: what a
-/// cache lookup compares. A set per key, of references that also carried each
-/// object's uid and resource version, took about 500 bytes an object.
+/// cache lookup compares. A hash set per key (with room for more than a key's
+/// few objects), of references that also carried each object's uid and
+/// resource version, took several times that.
 pub struct ByKey<K: Resource<DynamicType = ()> + Clone + 'static> {
     keys: fn(&K) -> Vec<String>,
     entries: Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<reflector::ObjectRef<K>>>>>,
