@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::keys;
-use crate::owned::{Holds, Owned};
-use crate::telemetry::ChildLabels;
+use crate::owned::{ForeignGrant, Holds, Owned};
+use crate::telemetry::{ChildLabels, DriftLabels};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -93,6 +93,9 @@ pub struct Conflict {
     pub restored: bool,
     /// When meshplane will force again (yielded only).
     pub retry_after: Option<Duration>,
+    /// The conflict touched a list that grants access, which meshplane
+    /// always restores (it never yields those).
+    pub grants: bool,
 }
 
 impl Conflict {
@@ -104,12 +107,46 @@ impl Conflict {
     }
 }
 
-/// What a guarded apply did.
+/// How meshplane put back another writer's change to a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// The child was deleted, and made again.
+    Restored,
+    /// A field meshplane owns was changed, and set back.
+    Reverted,
+}
+
+impl Drift {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::Restored => "restored",
+            Drift::Reverted => "reverted",
+        }
+    }
+}
+
+/// What an apply did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guarded {
     /// `Unchanged` when meshplane yielded: nothing was written.
     pub outcome: Outcome,
     pub conflict: Option<Conflict>,
+    /// Set when the write undid another writer's change to a child that
+    /// meshplane had seen in place as it still wants it.
+    pub drift: Option<Drift>,
+    /// Entries another writer had added to a list that grants access,
+    /// removed by this write.
+    pub revoked: Vec<ForeignGrant>,
+}
+
+impl Guarded {
+    fn unchanged() -> Self {
+        Guarded { outcome: Outcome::Unchanged, conflict: None, drift: None, revoked: Vec::new() }
+    }
+
+    fn written(outcome: Outcome) -> Self {
+        Guarded { outcome, ..Guarded::unchanged() }
+    }
 }
 
 /// Remembers, per child and foreign field manager, when meshplane restored
@@ -240,20 +277,66 @@ impl<K: Resource<DynamicType = ()> + crate::owned::Served> Current for Owned<K> 
 /// digest) by object. Such a pair needs no second read.
 type Confirmed = HashMap<u64, (u64, u64)>;
 
+/// What meshplane last saw in place of a child, by child: the digest of
+/// the object it wanted then, and its owner's uid (hashed).
+#[derive(Default)]
+struct Seen {
+    children: HashMap<u64, (u64, u64)>,
+}
+
+impl Seen {
+    /// How a write of `wanted` to the child `id` corrects drift: it does when
+    /// meshplane saw the child in place as it still wants it, and the cache
+    /// now lacks it (`held` None) or holds something else.
+    fn drift(&self, id: u64, wanted: u64, held: Option<bool>) -> Option<Drift> {
+        let (seen, _) = self.children.get(&id)?;
+        match held {
+            _ if *seen != wanted => None,
+            None => Some(Drift::Restored),
+            Some(false) => Some(Drift::Reverted),
+            Some(true) => None,
+        }
+    }
+}
+
+/// A hash naming one child.
+fn child_id(kind: &str, namespace: Option<&str>, name: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (kind, namespace, name).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The hashed uid of an object's first owner (0 for none).
+fn owner_of(body: &Value) -> u64 {
+    let uid = body.pointer("/metadata/ownerReferences/0/uid").and_then(Value::as_str).unwrap_or_default();
+    let mut hasher = std::hash::DefaultHasher::new();
+    uid.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Writes children with server-side apply, consulting a cache first.
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
     guard: ConflictGuard,
     confirmed: Arc<Mutex<Confirmed>>,
+    seen: Arc<Mutex<Seen>>,
     reads: Family<ChildLabels, Counter>,
+    drift: Family<DriftLabels, Counter>,
 }
 
 impl Applier {
     /// An applier that counts the children it had to read whole in `reads`
-    /// (see [`Holds::Unknown`]).
-    pub fn new(client: Client, reads: Family<ChildLabels, Counter>) -> Self {
-        Applier { client, guard: ConflictGuard::default(), confirmed: Default::default(), reads }
+    /// (see [`Holds::Unknown`]) and the drift it corrected in `drift`.
+    pub fn new(client: Client, reads: Family<ChildLabels, Counter>, drift: Family<DriftLabels, Counter>) -> Self {
+        Applier { client, guard: ConflictGuard::default(), confirmed: Default::default(), seen: Default::default(), reads, drift }
+    }
+
+    /// Forgets the children of an owner that is going: they are no drift
+    /// to correct once it has gone.
+    pub fn forget(&self, owner_uid: &str) {
+        let owner = owner_of(&serde_json::json!({"metadata": {"ownerReferences": [{"uid": owner_uid}]}}));
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).children.retain(|_, (_, o)| *o != owner);
     }
 
     fn api<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -266,12 +349,12 @@ impl Applier {
 
     /// Applies `desired` unless `cache` already holds an object that contains
     /// every field of it, forcing meshplane's values over any other manager's.
-    pub async fn apply<K, C>(&self, cache: &Store<C>, desired: &K) -> Result<Outcome, ApplyError>
+    pub async fn apply<K, C>(&self, cache: &Store<C>, desired: &K) -> Result<Guarded, ApplyError>
     where
         K: Resource<DynamicType = ()> + Serialize,
         C: Resource<DynamicType = ()> + Current + Clone + 'static,
     {
-        Ok(self.apply_typed(cache, desired, false).await?.outcome)
+        self.apply_typed(cache, desired, false).await
     }
 
     /// Like [`Applier::apply`], but a foreign field manager's change is
@@ -299,40 +382,63 @@ impl Applier {
         let mut body = serde_json::to_value(desired).map_err(|e| error(kube::Error::SerdeError(e)))?;
         body["apiVersion"] = K::api_version(&()).into();
         body["kind"] = K::kind(&()).into();
+        // A list that grants access is applied even when empty, so that it
+        // is meshplane's (and an entry someone adds is a change to undo).
+        for path in crate::owned::granting_fields(&K::kind(&())) {
+            if crate::owned::pointer(&body, path).is_none() {
+                crate::owned::insert(&mut body, path, Value::Array(Vec::new()));
+            }
+        }
+        let mut revoked = Vec::new();
         let held = match cache.get(&key).map(|current| current.holds(&body)).transpose().map_err(|e| error(kube::Error::SerdeError(e)))? {
             None => None,
             Some(Holds::Yes) => Some(true),
             Some(Holds::No) => Some(false),
             Some(Holds::Unknown { desired, cached }) => {
-                Some(self.confirm::<K, C>(namespace.as_deref(), &name, &body, (desired, cached)).await?)
+                let (held, foreign) = self.confirm::<K, C>(namespace.as_deref(), &name, &body, (desired, cached)).await?;
+                revoked = foreign;
+                Some(held)
             }
         };
-        self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, held, guarded).await
+        let mut written = self.apply_value(&ApiResource::erase::<K>(&()), namespace.as_deref(), &name, body, held, guarded).await?;
+        if written.outcome != Outcome::Unchanged {
+            written.revoked = revoked;
+            for _ in &written.revoked {
+                self.drift.get_or_create(&DriftLabels { kind: K::kind(&()).into_owned(), correction: "revoked" }).inc();
+            }
+        }
+        Ok(written)
     }
 
     /// Whether the child named, read whole from the API server, holds every
     /// field of `body`; remembered per (desired, cached) digest pair, so an
     /// object whose server form differs from meshplane's (a normalised
     /// value) is read once, not on every pass.
-    async fn confirm<K, C>(&self, namespace: Option<&str>, name: &str, body: &Value, digests: (u64, u64)) -> Result<bool, ApplyError>
+    /// Also returns the entries of the child's granting lists that another
+    /// writer added (see [`crate::owned::granting_fields`]).
+    async fn confirm<K, C>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        body: &Value,
+        digests: (u64, u64),
+    ) -> Result<(bool, Vec<ForeignGrant>), ApplyError>
     where
         K: Resource<DynamicType = ()>,
         C: Current,
     {
-        let id = {
-            let mut hasher = std::hash::DefaultHasher::new();
-            (K::kind(&()), namespace, name).hash(&mut hasher);
-            hasher.finish()
-        };
+        let id = child_id(&K::kind(&()), namespace, name);
         if self.confirmed.lock().unwrap_or_else(|e| e.into_inner()).get(&id) == Some(&digests) {
-            return Ok(true);
+            return Ok((true, Vec::new()));
         }
         let error = |source| ApplyError { kind: K::kind(&()).into_owned(), name: name.to_string(), source };
         self.reads.get_or_create(&ChildLabels { kind: K::kind(&()).into_owned() }).inc();
         let Some(served) = self.api::<K>(namespace).get_opt(name).await.map_err(error)? else {
-            return Ok(false);
+            return Ok((false, Vec::new()));
         };
-        let served = serde_json::to_value(served).and_then(C::comparable).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let served = serde_json::to_value(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
+        let foreign = crate::owned::foreign_grants(&K::kind(&()), &served, body);
+        let served = C::comparable(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
         let held = contains(&served, body);
         tracing::debug!(kind = %K::kind(&()), name, held, "read a child whose cached digest differs from what meshplane would apply");
         let mut confirmed = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,21 +447,12 @@ impl Applier {
         } else {
             confirmed.remove(&id);
         }
-        Ok(held)
+        Ok((held, foreign))
     }
 
     /// Applies an untyped object (a kind meshplane has no Rust type or cache
-    /// for), given what the cluster holds now, forcing.
-    pub async fn apply_dynamic(
-        &self,
-        resource: &ApiResource,
-        desired: &DynamicObject,
-        current: Option<&DynamicObject>,
-    ) -> Result<Outcome, ApplyError> {
-        Ok(self.apply_untyped(resource, desired, current, false).await?.outcome)
-    }
-
-    /// [`Applier::apply_dynamic`], guarded against fighting a foreign manager.
+    /// for), given what the cluster holds now, guarded against fighting a
+    /// foreign manager.
     pub async fn apply_dynamic_guarded(
         &self,
         resource: &ApiResource,
@@ -393,9 +490,32 @@ impl Applier {
         held: Option<bool>,
         guarded: bool,
     ) -> Result<Guarded, ApplyError> {
+        let id = child_id(&resource.kind, namespace, name);
+        let wanted = crate::owned::digest(&body);
         if held == Some(true) {
-            return Ok(Guarded { outcome: Outcome::Unchanged, conflict: None });
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).children.insert(id, (wanted, owner_of(&body)));
+            return Ok(Guarded::unchanged());
         }
+        let drift = self.seen.lock().unwrap_or_else(|e| e.into_inner()).drift(id, wanted, held);
+        let mut written = self.write(resource, namespace, name, &body, held, guarded).await?;
+        if written.outcome != Outcome::Unchanged {
+            written.drift = drift;
+            if let Some(drift) = drift {
+                self.drift.get_or_create(&DriftLabels { kind: resource.kind.clone(), correction: drift.as_str() }).inc();
+            }
+        }
+        Ok(written)
+    }
+
+    async fn write(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        body: &Value,
+        held: Option<bool>,
+        guarded: bool,
+    ) -> Result<Guarded, ApplyError> {
         let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
@@ -404,11 +524,11 @@ impl Applier {
         let written = if held.is_some() { Outcome::Updated } else { Outcome::Created };
         let forced = PatchParams::apply(keys::FIELD_MANAGER).force();
         if !guarded {
-            api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
-            return Ok(Guarded { outcome: written, conflict: None });
+            api.patch(name, &forced, &Patch::Apply(body)).await.map_err(error)?;
+            return Ok(Guarded::written(written));
         }
-        let managers = match api.patch(name, &PatchParams::apply(keys::FIELD_MANAGER), &Patch::Apply(&body)).await {
-            Ok(_) => return Ok(Guarded { outcome: written, conflict: None }),
+        let managers = match api.patch(name, &PatchParams::apply(keys::FIELD_MANAGER), &Patch::Apply(body)).await {
+            Ok(_) => return Ok(Guarded::written(written)),
             Err(kube::Error::Api(status)) if status.code == 409 && status.message.starts_with("Apply failed") => {
                 let managers = parse_conflicts(&status.message);
                 if managers.is_empty() { vec![("unknown".to_string(), vec![status.message])] } else { managers }
@@ -419,17 +539,21 @@ impl Applier {
         // no foreign manager: take the fields back without a word.
         let managers: Vec<_> = managers.into_iter().filter(|(m, _)| m != keys::FIELD_MANAGER).collect();
         if managers.is_empty() {
-            api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
-            return Ok(Guarded { outcome: written, conflict: None });
+            api.patch(name, &forced, &Patch::Apply(body)).await.map_err(error)?;
+            return Ok(Guarded::written(written));
         }
         let object = format!("{}/{}/{name}", resource.kind, namespace.unwrap_or_default());
-        let (restore, restores, retry_after) = self.guard.decide(&object, &managers, Instant::now());
-        let conflict = Conflict { kind: resource.kind.clone(), name: name.to_string(), managers, restores, restored: restore, retry_after };
+        // A list that grants access is never yielded: whoever changed it
+        // widened someone's access, and meshplane takes it back every time.
+        let grants = touches_grants(&resource.kind, &managers);
+        let (restore, restores, retry_after) = if grants { (true, 1, None) } else { self.guard.decide(&object, &managers, Instant::now()) };
+        let conflict =
+            Conflict { kind: resource.kind.clone(), name: name.to_string(), managers, restores, restored: restore, retry_after, grants };
         if !restore {
-            return Ok(Guarded { outcome: Outcome::Unchanged, conflict: Some(conflict) });
+            return Ok(Guarded { conflict: Some(conflict), ..Guarded::unchanged() });
         }
-        api.patch(name, &forced, &Patch::Apply(&body)).await.map_err(error)?;
-        Ok(Guarded { outcome: Outcome::Updated, conflict: Some(conflict) })
+        api.patch(name, &forced, &Patch::Apply(body)).await.map_err(error)?;
+        Ok(Guarded { conflict: Some(conflict), ..Guarded::written(Outcome::Updated) })
     }
 
     /// Deletes the cached objects that `owned` selects and `keep` does not
@@ -454,6 +578,15 @@ impl Applier {
         }
         Ok(pruned)
     }
+}
+
+/// Whether a conflict names a field in (or under) one of `kind`'s lists
+/// that grant access.
+fn touches_grants(kind: &str, managers: &[(String, Vec<String>)]) -> bool {
+    let lists: Vec<String> = crate::owned::granting_fields(kind).iter().map(|path| format!(".{}", path.join("."))).collect();
+    managers.iter().flat_map(|(_, fields)| fields).any(|field| {
+        lists.iter().any(|list| field.strip_prefix(list.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])))
+    })
 }
 
 /// True when `actual` holds every field of `desired` with an equal value.
@@ -596,5 +729,29 @@ mod tests {
         assert_eq!(parse_quantity("500m"), Some(0.5));
         assert_eq!(parse_quantity("1e3"), Some(1000.0));
         assert_eq!(parse_quantity("abc"), None);
+    }
+
+    #[test]
+    fn a_conflict_on_a_granting_list_is_never_yielded() {
+        let on = |field: &str| vec![("kubectl-patch".to_string(), vec![field.to_string()])];
+        assert!(touches_grants("RoleBinding", &on(".subjects")));
+        assert!(touches_grants("NetworkPolicy", &on(".spec.ingress")));
+        assert!(touches_grants("Role", &on(".rules")));
+        assert!(!touches_grants("RoleBinding", &on(".metadata.labels.a")));
+        assert!(!touches_grants("NetworkPolicy", &on(".spec.ingressClass")));
+        assert!(!touches_grants("Deployment", &on(".spec.replicas")));
+    }
+
+    #[test]
+    fn drift_is_what_changed_after_meshplane_saw_its_child_in_place() {
+        let mut seen = Seen::default();
+        // Never seen in place: a first creation, no drift.
+        assert_eq!(seen.drift(1, 10, None), None);
+        seen.children.insert(1, (10, 0));
+        assert_eq!(seen.drift(1, 10, None), Some(Drift::Restored));
+        assert_eq!(seen.drift(1, 10, Some(false)), Some(Drift::Reverted));
+        // meshplane wants something else now: a change of its own, no drift.
+        assert_eq!(seen.drift(1, 11, Some(false)), None);
+        assert_eq!(seen.drift(1, 11, None), None);
     }
 }

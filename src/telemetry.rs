@@ -53,6 +53,16 @@ pub struct ChildLabels {
     pub kind: String,
 }
 
+/// A child kind, and how meshplane corrected another writer's change to it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    pub kind: String,
+    /// `restored` (the child was deleted), `reverted` (a field meshplane
+    /// owns was edited) or `revoked` (an entry was added to a list that
+    /// grants access).
+    pub correction: &'static str,
+}
+
 /// The operator's metrics, registered once at start-up.
 pub struct Metrics {
     pub registry: Registry,
@@ -62,6 +72,7 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub applies: Family<ApplyLabels, Counter>,
     pub child_reads: Family<ChildLabels, Counter>,
+    pub drift: Family<DriftLabels, Counter>,
     pub violations: Family<PolicyLabels, Gauge>,
     pub leader: Gauge,
     pub in_flight: Family<KindLabels, Gauge>,
@@ -96,6 +107,12 @@ impl Default for Metrics {
             "Children read whole from the API server because the cache's digest of meshplane's fields differed from the desired object's, by child kind (once per object and change; 0 when the API server keeps meshplane's values as written)",
             child_reads.clone(),
         );
+        let drift = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_corrected",
+            "Children another writer changed and meshplane put back, by child kind and correction: restored (deleted), reverted (a field meshplane owns edited), revoked (an entry added to a list that grants access)",
+            drift.clone(),
+        );
         let violations = Family::<PolicyLabels, Gauge>::default();
         registry.register("policy_violations", "DataProducts that violate a GovernancePolicy now", violations.clone());
         let leader = Gauge::default();
@@ -126,6 +143,7 @@ impl Default for Metrics {
             duration,
             applies,
             child_reads,
+            drift,
             violations,
             leader,
             in_flight,

@@ -28,8 +28,7 @@ struct Replica {
 
 fn spawn_replica(identity: &str) -> Replica {
     let kubeconfig = cluster_dir().join("meshplane.kubeconfig");
-    let (child, addr) =
-        spawn_meshplane(&kubeconfig, identity, &["--resync", "2s", "--catalog-addr", "127.0.0.1:0", "--identity", identity], &[]);
+    let (child, addr) = spawn_meshplane(&kubeconfig, identity, &["--catalog-addr", "127.0.0.1:0", "--identity", identity], &[]);
     Replica { identity: identity.to_string(), addr, child }
 }
 

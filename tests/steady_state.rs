@@ -23,6 +23,12 @@ const DOMAINS: usize = 20;
 const WINDOW: Duration = Duration::from_secs(30);
 const PRODUCTS: usize = 50;
 
+/// The tests of what a resync does run the operator with a resync every 2
+/// seconds (the setting under test), so a window sees many of them.
+fn resyncing_operator() -> String {
+    operator_with(&["--resync", "2s"])
+}
+
 fn operator_metric(addr: &str, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").expect("operator metrics");
     body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
@@ -130,7 +136,7 @@ async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
 /// remembers it: the passes after read nothing and write nothing.
 #[tokio::test]
 async fn a_child_that_digests_differently_is_read_once_and_not_written() {
-    operator();
+    resyncing_operator();
     let client = cluster().await;
     let (_, consumer, ns) = producer_and_consumer(&client, "digest").await;
     apply(&format!(
@@ -161,7 +167,7 @@ async fn a_child_that_digests_differently_is_read_once_and_not_written() {
 
 #[tokio::test]
 async fn resyncs_at_steady_state_send_no_mutating_request() {
-    let addr = operator();
+    let addr = resyncing_operator();
     let client = cluster().await;
     let prefix = unique("steady");
     for i in 0..DOMAINS {

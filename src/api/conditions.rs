@@ -48,6 +48,12 @@ pub mod reason {
     /// Another field manager keeps changing fields meshplane manages on a
     /// child: restored (a Warning Event) or, past a limit, left alone (`Stalled`).
     pub const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
+    /// A child another writer deleted or edited was put back (an Event).
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    /// Entries another writer added to a list that grants access (a
+    /// binding's subjects, a role's rules, a network policy's rules) were
+    /// removed (an Event).
+    pub const FOREIGN_GRANT_REMOVED: &str = "ForeignGrantRemoved";
 }
 
 /// A condition as computed by a reconcile pass, before it is merged into the

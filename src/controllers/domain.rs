@@ -20,10 +20,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events, arrivals_and_departures};
+use super::{Context, Events, arrivals_and_departures, objects};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::{DataDomain, DataDomainStatus, DataProduct};
-use crate::apply::Outcome;
+use crate::apply::{Guarded, Outcome};
 use crate::keys;
 use crate::owned::Owned;
 use crate::render::domain::{self as render, DomainBundle, DomainSpecError, ValidDomain};
@@ -47,17 +47,17 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
     // The debounce lets a burst of events (a pass's own children arriving in
     // the caches, its status write) settle into one pass that sees them all.
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(500));
-    Controller::for_shared_stream(watches.domains, ctx.caches.domains.clone())
+    Controller::for_shared_stream(objects(watches.domains), ctx.caches.domains.clone())
         .with_config(config)
-        .owns_shared_stream(watches.namespaces)
-        .owns_shared_stream(watches.role_bindings)
-        .owns_shared_stream(watches.quotas)
-        .owns_shared_stream(watches.limit_ranges)
-        .owns_shared_stream(watches.network_policies)
+        .owns_shared_stream(objects(watches.namespaces))
+        .owns_shared_stream(objects(watches.role_bindings))
+        .owns_shared_stream(objects(watches.quotas))
+        .owns_shared_stream(objects(watches.limit_ranges))
+        .owns_shared_stream(objects(watches.network_policies))
         // A product's arrival or departure changes its domain's count and may
         // unblock the domain's deletion.
         // Only those: a product's status writes do not wake its domain.
-        .watches_shared_stream(arrivals_and_departures(watches.products), move |product| {
+        .watches_shared_stream(objects(arrivals_and_departures(watches.products)), move |product| {
             let ns = namespaces.get(&ObjectRef::new(product.namespace().as_deref()?))?;
             Some(ObjectRef::<DataDomain>::new(ns.labels().get(keys::LABEL_DOMAIN)?))
         })
@@ -227,10 +227,14 @@ fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
 
 /// Counts the write and emits the Event that makes it part of the audit
 /// trail, naming the child as the Event's related object.
-async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, outcome: Outcome) {
+async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, written: Guarded) {
     let kind = K::kind(&());
-    ctx.metrics.applied(&kind, outcome.as_str());
-    let reason = match outcome {
+    ctx.metrics.applied(&kind, written.outcome.as_str());
+    if written.drift.is_some() || !written.revoked.is_empty() {
+        ctx.report_drift(domain, &child.object_ref(&()), &written).await;
+        return;
+    }
+    let reason = match written.outcome {
         Outcome::Unchanged => return,
         Outcome::Created => "Created",
         // An update of an existing child is drift being corrected or a spec change.

@@ -25,13 +25,14 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, Store};
 
 use crate::leader::Leadership;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::api::conditions::reason;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
 use crate::apply::Applier;
 use crate::keys;
@@ -228,12 +229,13 @@ pub struct Context {
     pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The events of one kind that reach one controller: all of them while this
+/// The changes of one kind that reach one controller: all of them while this
 /// replica leads, none while it stands by (its caches stay current either way).
-pub type Events<K> = BoxStream<'static, Arc<K>>;
+pub type Events<K> = BoxStream<'static, Change<K>>;
 
-/// Passes an object's event on only when `key` of it differs from the last
-/// one passed on for that object; an object's first event always passes.
+/// Passes an object's change on only when `key` of it differs from the last
+/// one passed on for that object; an object's first change and its deletion
+/// always pass.
 /// A controller that reads a few fields of another kind is then not woken by
 /// that kind's other writes (a status it does not read, a product count).
 pub fn when_changed<K, T>(events: Events<K>, key: impl Fn(&K) -> T + Send + 'static) -> Events<K>
@@ -253,11 +255,16 @@ where
     }
     let mut last = std::collections::HashMap::<u64, u64>::new();
     events
-        .filter(move |object| {
-            let meta = object.meta();
+        .filter(move |change| {
+            let meta = change.object.meta();
             let id = hash_of(&(&meta.namespace, &meta.name));
-            let key = hash_of(&key(object));
-            let changed = last.insert(id, key) != Some(key);
+            let changed = if change.deleted {
+                last.remove(&id);
+                true
+            } else {
+                let key = hash_of(&key(&change.object));
+                last.insert(id, key) != Some(key)
+            };
             futures::future::ready(changed)
         })
         .boxed()
@@ -310,11 +317,15 @@ impl Context {
         self.set_finalizers(object, finalizers).await
     }
 
-    /// Removes `finalizer` from the object, letting its deletion finish.
+    /// Removes `finalizer` from the object, letting its deletion finish;
+    /// its children are no longer drift to correct.
     pub async fn remove_finalizer<K>(&self, object: &K, finalizer: &str) -> error::Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
+        if let Some(uid) = &object.meta().uid {
+            self.applier.forget(uid);
+        }
         let remaining = object.meta().finalizers.iter().flatten().filter(|f| *f != finalizer).cloned().collect();
         self.set_finalizers(object, remaining).await
     }
@@ -363,6 +374,44 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Publishes a Warning Event about `owner` for each change of another
+    /// writer's that an apply of `child` undid: a deletion, an edit, entries
+    /// added to a list that grants access.
+    pub async fn report_drift<K: Resource<DynamicType = ()>>(
+        &self,
+        owner: &K,
+        child: &k8s_openapi::api::core::v1::ObjectReference,
+        written: &crate::apply::Guarded,
+    ) {
+        use kube::runtime::events::EventType;
+        let kind = child.kind.as_deref().unwrap_or_default();
+        let name = child.name.as_deref().unwrap_or_default();
+        let place = child.namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+        let mut notes = Vec::new();
+        match written.drift {
+            Some(crate::apply::Drift::Restored) => {
+                notes.push((reason::DRIFT_CORRECTED, format!("Restored {kind} {name}{place}, which another writer deleted")))
+            }
+            Some(crate::apply::Drift::Reverted) if written.revoked.is_empty() => notes.push((
+                reason::DRIFT_CORRECTED,
+                format!("Reverted {kind} {name}{place}: another writer changed fields that meshplane manages"),
+            )),
+            _ => {}
+        }
+        for grant in &written.revoked {
+            notes.push((
+                reason::FOREIGN_GRANT_REMOVED,
+                format!("Removed from {kind} {name}{place} access meshplane did not grant: {}", grant.describe()),
+            ));
+        }
+        for (why, note) in notes {
+            tracing::warn!(owner = %owner.meta().name.as_deref().unwrap_or_default(), "{note}");
+            self.publish(owner, EventType::Warning, why, "Restore", note, Some(child.clone())).await;
+        }
+    }
+}
+
 /// Readiness of the process: true once every cache has synced.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -376,63 +425,138 @@ impl Readiness {
     }
 }
 
-/// One watched kind: its cache, one event stream per interested controller,
-/// and the driver that keeps the watch running.
+/// One change to a watched object, as a controller receives it: the object
+/// as the cache holds it now, or as it was last seen when it is gone.
+pub struct Change<K> {
+    pub object: Arc<K>,
+    /// The object was deleted (or vanished while the watch relisted).
+    pub deleted: bool,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        Change { object: self.object.clone(), deleted: self.deleted }
+    }
+}
+
+/// The objects of a stream of changes, as kube's controllers take them: a
+/// deleted child still names its owner, so the owner is reconciled and puts
+/// the child back.
+pub fn objects<K: Send + Sync + 'static>(events: Events<K>) -> BoxStream<'static, Arc<K>> {
+    events.map(|change| change.object).boxed()
+}
+
+/// How many changes a controller may have queued before the watch that
+/// feeds it waits (backpressure, never a dropped change).
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// One watched kind: its cache, and a stream of changes for each controller
+/// that subscribed ([`Shared::take`]) before the watch started
+/// ([`Shared::run`]). Every change reaches every subscriber, deletions
+/// included: kube's shared reflectors pass on only updates, so a deleted
+/// child never woke its owner and waited for the resync.
 struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
-    subscribers: Vec<ReflectHandle<K>>,
-    driver: BoxStream<'static, ()>,
+    writer: reflector::store::Writer<K>,
+    config: watcher::Config,
+    subscribers: Vec<futures::channel::mpsc::Sender<Change<K>>>,
+    trim: Box<dyn FnMut(&mut K) + Send>,
+    observe: Box<dyn Fn(&watcher::Event<K>, &Store<K>) + Send>,
 }
 
 impl<K> Shared<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    fn watch(client: &Client, metrics: &Arc<Metrics>, config: watcher::Config, subscribers: usize) -> Self {
-        Self::watch_observed(client, metrics, config, subscribers, |_| {}, |_, _| {})
+    fn watch(config: watcher::Config) -> Self {
+        Self::watch_observed(config, |_| {}, |_, _| {})
     }
 
     /// Like `watch`, caching each object as `trim` leaves it (managedFields
     /// always go), and `observe` sees every event once the cache holds it.
     fn watch_observed(
-        client: &Client,
-        metrics: &Arc<Metrics>,
         config: watcher::Config,
-        subscribers: usize,
-        mut trim: impl FnMut(&mut K) + Send + 'static,
+        trim: impl FnMut(&mut K) + Send + 'static,
         observe: impl Fn(&watcher::Event<K>, &Store<K>) + Send + 'static,
     ) -> Self {
-        let (store, writer) = reflector::store_shared(1024);
-        let subscribers = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
+        let writer = reflector::store::Writer::default();
+        Shared { store: writer.as_reader(), writer, config, subscribers: Vec::new(), trim: Box::new(trim), observe: Box::new(observe) }
+    }
+
+    /// A new subscriber's changes: all of them while this replica leads,
+    /// none while it stands by (its caches stay current either way).
+    fn take(&mut self, leadership: &Leadership) -> Events<K> {
+        let leadership = leadership.clone();
+        let (sender, changes) = futures::channel::mpsc::channel(SUBSCRIBER_BUFFER);
+        self.subscribers.push(sender);
+        // Always drained, so a standby's caches never stall on a full buffer.
+        changes.filter(move |_| futures::future::ready(leadership.is_leader())).boxed()
+    }
+
+    /// Runs the watch: fills the cache, then hands each change to every
+    /// subscriber, waiting while one is full.
+    fn run(self, client: &Client, metrics: &Arc<Metrics>) -> futures::future::BoxFuture<'static, ()> {
+        let Shared { store, mut writer, config, mut subscribers, mut trim, observe } = self;
         let kind = K::kind(&()).into_owned();
-        let cache = store.clone();
         let metrics = metrics.clone();
-        let driver = watcher(Api::<K>::all(client.clone()), config)
-            .default_backoff()
-            .modify(move |object| {
-                object.meta_mut().managed_fields = None;
-                trim(object);
-            })
-            .reflect_shared(writer)
-            .filter_map(move |event| {
-                match event {
-                    Ok(event) => observe(&event, &cache),
+        let watch = watcher(Api::<K>::all(client.clone()), config).default_backoff().modify(move |object| {
+            object.meta_mut().managed_fields = None;
+            trim(object);
+        });
+        async move {
+            let mut watch = std::pin::pin!(watch);
+            // What the cache held when a relist began: whatever the relist
+            // no longer lists was deleted meanwhile, unseen by the watch.
+            let mut before_relist: Vec<Arc<K>> = Vec::new();
+            while let Some(event) = watch.next().await {
+                let event = match event {
+                    Ok(event) => event,
                     Err(error) => {
                         metrics.watch_error(&kind, error::watch_category(&error));
                         tracing::warn!(%kind, %error, "watch failed; retrying");
+                        continue;
+                    }
+                };
+                if matches!(event, watcher::Event::Init) {
+                    before_relist = store.state();
+                }
+                writer.apply_watcher_event(&event);
+                observe(&event, &store);
+                let changes = dispatched(&event, &store, &mut before_relist);
+                for change in changes {
+                    for subscriber in &mut subscribers {
+                        // A subscriber that has gone (its controller shut down) is skipped.
+                        let _ = futures::SinkExt::send(subscriber, change.clone()).await;
                     }
                 }
-                futures::future::ready(None::<()>)
-            })
-            .boxed();
-        Shared { store, subscribers, driver }
+            }
+        }
+        .boxed()
     }
+}
 
-    fn take(&mut self, leadership: &Leadership) -> Events<K> {
-        let leadership = leadership.clone();
-        let events = self.subscribers.pop().expect("one subscriber per controller that watches this kind");
-        // Always drained, so a standby's caches never stall on a full buffer.
-        events.filter(move |_| futures::future::ready(leadership.is_leader())).boxed()
+/// The changes one watch event makes known, once `cache` holds it: an
+/// object applied, one deleted, or, when a relist completes, every object
+/// listed and every one of `before_relist` that is gone.
+fn dispatched<K: Resource<DynamicType = ()> + Clone>(
+    event: &watcher::Event<K>,
+    cache: &Store<K>,
+    before_relist: &mut Vec<Arc<K>>,
+) -> Vec<Change<K>> {
+    match event {
+        watcher::Event::Apply(object) => {
+            let object = cache.get(&lookup_ref(object)).unwrap_or_else(|| Arc::new(object.clone()));
+            vec![Change { object, deleted: false }]
+        }
+        watcher::Event::Delete(object) => vec![Change { object: Arc::new(object.clone()), deleted: true }],
+        watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
+        watcher::Event::InitDone => {
+            let listed = cache.state();
+            let vanished = std::mem::take(before_relist).into_iter().filter(|old| cache.get(&lookup_ref(old.as_ref())).is_none());
+            let mut changes: Vec<Change<K>> = vanished.map(|object| Change { object, deleted: true }).collect();
+            changes.extend(listed.into_iter().map(|object| Change { object, deleted: false }));
+            changes
+        }
     }
 }
 
@@ -454,38 +578,35 @@ pub async fn run(
     // fills, and that transient sets the process's peak memory.
     let all = || watcher::Config::default().page_size(LIST_PAGE);
     let owned = || all().labels(keys::MANAGED_SELECTOR);
-    // The number is how many controllers consume the kind's events.
-    let mut domains = Shared::<DataDomain>::watch(&client, &metrics, all(), 3);
+    let mut domains = Shared::<DataDomain>::watch(all());
     // The catalog's search index follows the products' watch.
     let index = Arc::new(crate::catalog::index::Index::default());
-    let mut products = Shared::<DataProduct>::watch_observed(&client, &metrics, all(), 4, |_| {}, {
+    let mut products = Shared::<DataProduct>::watch_observed(all(), |_| {}, {
         let index = index.clone();
         move |event, cache| index.apply_shared(event, &|namespace, name| cache.get(&reflector::ObjectRef::new(name).within(namespace)))
     });
-    let mut policies = Shared::<GovernancePolicy>::watch(&client, &metrics, all(), 2);
-    let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(&client, &metrics, owned(), 1);
-    let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(&client, &metrics, owned(), 1);
-    let mut namespaces = Shared::<Namespace>::watch(&client, &metrics, owned(), 1);
-    let storage_classes = Shared::<StorageClass>::watch(&client, &metrics, all(), 0);
+    let mut policies = Shared::<GovernancePolicy>::watch(all());
+    let mut admission_policies = Shared::<ValidatingAdmissionPolicy>::watch(owned());
+    let mut admission_bindings = Shared::<ValidatingAdmissionPolicyBinding>::watch(owned());
+    let mut namespaces = Shared::<Namespace>::watch(owned());
+    let storage_classes = Shared::<StorageClass>::watch(all());
     let indexes = Indexes::default();
-    let mut role_bindings =
-        Shared::<Owned<RoleBinding>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.role_bindings.follow());
-    let mut roles = Shared::<Owned<Role>>::watch(&client, &metrics, owned(), 1);
-    let mut quotas = Shared::<ResourceQuota>::watch(&client, &metrics, owned(), 1);
-    let mut limit_ranges = Shared::<Owned<LimitRange>>::watch(&client, &metrics, owned(), 1);
-    let mut network_policies =
-        Shared::<Owned<NetworkPolicy>>::watch_observed(&client, &metrics, owned(), 2, |_| {}, indexes.network_policies.follow());
-    let mut service_accounts = Shared::<Owned<ServiceAccount>>::watch(&client, &metrics, owned(), 1);
-    let mut config_maps = Shared::<Owned<ConfigMap>>::watch(&client, &metrics, owned(), 1);
-    let mut claims = Shared::<Owned<PersistentVolumeClaim>>::watch(&client, &metrics, owned(), 1);
+    let mut role_bindings = Shared::<Owned<RoleBinding>>::watch_observed(owned(), |_| {}, indexes.role_bindings.follow());
+    let mut roles = Shared::<Owned<Role>>::watch(owned());
+    let mut quotas = Shared::<ResourceQuota>::watch(owned());
+    let mut limit_ranges = Shared::<Owned<LimitRange>>::watch(owned());
+    let mut network_policies = Shared::<Owned<NetworkPolicy>>::watch_observed(owned(), |_| {}, indexes.network_policies.follow());
+    let mut service_accounts = Shared::<Owned<ServiceAccount>>::watch(owned());
+    let mut config_maps = Shared::<Owned<ConfigMap>>::watch(owned());
+    let mut claims = Shared::<Owned<PersistentVolumeClaim>>::watch(owned());
     // Runs are read from the Jobs, so a CronJob is kept as meshplane's own
     // fields (`Owned`), like every child whose status is not read.
-    let mut cron_jobs = Shared::<Owned<CronJob>>::watch_observed(&client, &metrics, owned(), 1, |_| {}, indexes.cron_jobs.follow());
-    let mut deployments = Shared::<Deployment>::watch_observed(&client, &metrics, owned(), 1, |_| {}, indexes.deployments.follow());
+    let mut cron_jobs = Shared::<Owned<CronJob>>::watch_observed(owned(), |_| {}, indexes.cron_jobs.follow());
+    let mut deployments = Shared::<Deployment>::watch_observed(owned(), |_| {}, indexes.deployments.follow());
     // A run is read from its labels, its creation and its status; its pod
     // template (a copy of the CronJob's, for every run kept in history) is not
     // kept.
-    let mut jobs = Shared::<Job>::watch_observed(&client, &metrics, owned(), 1, |job| job.spec = None, indexes.jobs.follow());
+    let mut jobs = Shared::<Job>::watch_observed(owned(), |job| job.spec = None, indexes.jobs.follow());
 
     let caches = Caches {
         domains: domains.store.clone(),
@@ -518,9 +639,9 @@ pub async fn run(
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        applier: Applier::new(client.clone(), metrics.child_reads.clone()),
+        applier: Applier::new(client.clone(), metrics.child_reads.clone(), metrics.drift.clone()),
         reporter,
-        metrics,
+        metrics: metrics.clone(),
         settings,
         caches: caches.clone(),
         leadership: leadership.clone(),
@@ -573,27 +694,26 @@ pub async fn run(
         shutdown.clone(),
     );
 
-    let drivers = futures::stream::select_all([
-        domains.driver,
-        products.driver,
-        namespaces.driver,
-        role_bindings.driver,
-        roles.driver,
-        quotas.driver,
-        limit_ranges.driver,
-        network_policies.driver,
-        service_accounts.driver,
-        config_maps.driver,
-        claims.driver,
-        cron_jobs.driver,
-        deployments.driver,
-        jobs.driver,
-        policies.driver,
-        admission_policies.driver,
-        admission_bindings.driver,
-        storage_classes.driver,
-    ])
-    .collect::<()>();
+    let drivers = futures::future::join_all([
+        domains.run(&client, &metrics),
+        products.run(&client, &metrics),
+        namespaces.run(&client, &metrics),
+        role_bindings.run(&client, &metrics),
+        roles.run(&client, &metrics),
+        quotas.run(&client, &metrics),
+        limit_ranges.run(&client, &metrics),
+        network_policies.run(&client, &metrics),
+        service_accounts.run(&client, &metrics),
+        config_maps.run(&client, &metrics),
+        claims.run(&client, &metrics),
+        cron_jobs.run(&client, &metrics),
+        deployments.run(&client, &metrics),
+        jobs.run(&client, &metrics),
+        policies.run(&client, &metrics),
+        admission_policies.run(&client, &metrics),
+        admission_bindings.run(&client, &metrics),
+        storage_classes.run(&client, &metrics),
+    ]);
 
     // Objects by Ready status, from the caches, for dashboards and alerts.
     let counting = {
@@ -764,22 +884,65 @@ mod tests {
         assert_eq!(index.get(&cache, &run_key("dm-a", "sales")).len(), 2);
     }
 
+    fn applied(object: Arc<DataDomain>) -> Change<DataDomain> {
+        Change { object, deleted: false }
+    }
+
     #[tokio::test]
     async fn a_domain_event_reaches_products_only_when_what_they_read_changed() {
         let events = futures::stream::iter(vec![
-            domain(1, 0, "dm-sales"),
+            applied(domain(1, 0, "dm-sales")),
             // Its product count: nothing a product reads.
-            domain(1, 1, "dm-sales"),
-            domain(1, 2, "dm-sales"),
+            applied(domain(1, 1, "dm-sales")),
+            applied(domain(1, 2, "dm-sales")),
             // Its spec.
-            domain(2, 2, "dm-sales"),
+            applied(domain(2, 2, "dm-sales")),
             // Its namespace.
-            domain(2, 2, "dm-sales-2"),
-            domain(2, 3, "dm-sales-2"),
+            applied(domain(2, 2, "dm-sales-2")),
+            applied(domain(2, 3, "dm-sales-2")),
+            // Its deletion, which changes nothing else about it.
+            Change { object: domain(2, 3, "dm-sales-2"), deleted: true },
+            // Made again with the same name and fields: a new arrival.
+            applied(domain(2, 3, "dm-sales-2")),
         ])
         .boxed();
-        let passed: Vec<(Option<i64>, Option<String>)> =
-            domain_changes(events).map(|d| (d.metadata.generation, d.status.as_ref().and_then(|s| s.namespace.clone()))).collect().await;
-        assert_eq!(passed, [(Some(1), Some("dm-sales".into())), (Some(2), Some("dm-sales".into())), (Some(2), Some("dm-sales-2".into()))]);
+        let passed: Vec<(Option<i64>, Option<String>, bool)> = domain_changes(events)
+            .map(|c| (c.object.metadata.generation, c.object.status.as_ref().and_then(|s| s.namespace.clone()), c.deleted))
+            .collect()
+            .await;
+        assert_eq!(
+            passed,
+            [
+                (Some(1), Some("dm-sales".into()), false),
+                (Some(2), Some("dm-sales".into()), false),
+                (Some(2), Some("dm-sales-2".into()), false),
+                (Some(2), Some("dm-sales-2".into()), true),
+                (Some(2), Some("dm-sales-2".into()), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn deletions_reach_subscribers_and_a_relist_reports_what_vanished() {
+        let mut writer = reflector::store::Writer::<RoleBinding>::default();
+        let cache = writer.as_reader();
+        let mut before = Vec::new();
+        let mut feed = |event: watcher::Event<RoleBinding>, before: &mut Vec<Arc<RoleBinding>>| {
+            if matches!(event, watcher::Event::Init) {
+                *before = cache.state();
+            }
+            writer.apply_watcher_event(&event);
+            let mut seen: Vec<(String, bool)> =
+                dispatched(&event, &cache, before).iter().map(|c| (c.object.name_any(), c.deleted)).collect();
+            seen.sort();
+            seen
+        };
+        assert_eq!(feed(watcher::Event::Apply(binding("a", "o")), &mut before), [("a".to_string(), false)]);
+        assert_eq!(feed(watcher::Event::Apply(binding("b", "o")), &mut before), [("b".to_string(), false)]);
+        assert_eq!(feed(watcher::Event::Delete(binding("a", "o")), &mut before), [("a".to_string(), true)]);
+        // A relist after the watch fell behind: `b` went unseen, `c` came.
+        assert!(feed(watcher::Event::Init, &mut before).is_empty());
+        assert!(feed(watcher::Event::InitApply(binding("c", "o")), &mut before).is_empty());
+        assert_eq!(feed(watcher::Event::InitDone, &mut before), [("b".to_string(), true), ("c".to_string(), false)]);
     }
 }

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events, domain_changes, spec_changes};
+use super::{Context, Events, domain_changes, objects, spec_changes};
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::policy::GovernancePolicyStatus;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
@@ -42,14 +42,14 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
     let every = |store: &kube::runtime::reflector::Store<GovernancePolicy>| {
         store.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
     };
-    Controller::for_shared_stream(watches.policies, ctx.caches.policies.clone())
+    Controller::for_shared_stream(objects(watches.policies), ctx.caches.policies.clone())
         .with_config(config)
-        .owns_shared_stream(watches.admission_policies)
-        .owns_shared_stream(watches.admission_bindings)
+        .owns_shared_stream(objects(watches.admission_policies))
+        .owns_shared_stream(objects(watches.admission_bindings))
         // Selectors pick domains by label; any domain change may change the scope.
-        .watches_shared_stream(domain_changes(watches.domains), move |_| every(&all_for_domains))
+        .watches_shared_stream(objects(domain_changes(watches.domains)), move |_| every(&all_for_domains))
         // Violation counts follow the products.
-        .watches_shared_stream(spec_changes(watches.products), move |_| every(&all_for_products))
+        .watches_shared_stream(objects(spec_changes(watches.products)), move |_| every(&all_for_products))
         // A new leader reconciles everything once.
         .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
@@ -108,9 +108,9 @@ async fn reconcile_pass(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Res
     let vap = admission::render_policy(&policy, today);
     let binding = admission::render_binding(&policy, selected.as_deref());
     let applied = async {
-        let outcome = ctx.applier.apply(&ctx.caches.admission_policies, &vap).await?;
+        let outcome = ctx.applier.apply(&ctx.caches.admission_policies, &vap).await?.outcome;
         ctx.metrics.applied("ValidatingAdmissionPolicy", outcome.as_str());
-        let outcome2 = ctx.applier.apply(&ctx.caches.admission_bindings, &binding).await?;
+        let outcome2 = ctx.applier.apply(&ctx.caches.admission_bindings, &binding).await?.outcome;
         ctx.metrics.applied("ValidatingAdmissionPolicyBinding", outcome2.as_str());
         Ok::<_, Error>(outcome != crate::apply::Outcome::Unchanged || outcome2 != crate::apply::Outcome::Unchanged)
     }

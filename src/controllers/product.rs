@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::{Context, Events, domain_changes, spec_changes};
+use super::{Context, Events, domain_changes, objects, spec_changes};
 use crate::api::conditions::{self, Computed, Condition, reason};
 use crate::api::product::{DeletionPolicy, InputStatus, PipelineMode, PipelineStatus, ResourceRef, StorageKind};
 use crate::api::{DataDomain, DataProduct, DataProductStatus, GovernancePolicy};
@@ -62,21 +62,22 @@ pub struct Watches {
 pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency).debounce(Duration::from_millis(500));
     let products = ctx.caches.products.clone();
+    let namespaces = ctx.caches.namespaces.clone();
     let products_for_domains = ctx.caches.products.clone();
     let products_for_policies = ctx.caches.products.clone();
     let settings = ctx.settings.domain.clone();
-    Controller::for_shared_stream(watches.products, ctx.caches.products.clone())
+    Controller::for_shared_stream(objects(watches.products), ctx.caches.products.clone())
         .with_config(config)
-        .owns_shared_stream(watches.service_accounts)
-        .owns_shared_stream(watches.config_maps)
-        .owns_shared_stream(watches.claims)
-        .owns_shared_stream(watches.cron_jobs)
-        .owns_shared_stream(watches.deployments)
-        .owns_shared_stream(watches.roles)
-        .owns_shared_stream(watches.role_bindings)
-        .owns_shared_stream(watches.network_policies)
+        .owns_shared_stream(objects(watches.service_accounts))
+        .owns_shared_stream(objects(watches.config_maps))
+        .owns_shared_stream(objects(watches.claims))
+        .owns_shared_stream(objects(watches.cron_jobs))
+        .owns_shared_stream(objects(watches.deployments))
+        .owns_shared_stream(objects(watches.roles))
+        .owns_shared_stream(objects(watches.role_bindings))
+        .owns_shared_stream(objects(watches.network_policies))
         // A Job's progress is a pipeline run of the product named on it.
-        .watches_shared_stream(watches.jobs, |job| {
+        .watches_shared_stream(objects(watches.jobs), |job| {
             let product = job.labels().get(keys::LABEL_PRODUCT)?;
             Some(ObjectRef::<DataProduct>::new(product).within(job.namespace().as_deref()?))
         })
@@ -84,15 +85,18 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         // every product that reads it.
         // What consumers read of a producer is its spec and labels, so its
         // status writes wake nobody.
-        .watches_shared_stream(spec_changes(watches.producers), move |producer| {
-            let domain = producer.labels().get(keys::LABEL_DOMAIN).cloned().unwrap_or_default();
-            consumers_of(&products, producer.namespace().as_deref(), &producer.name_any(), &domain)
+        .watches_shared_stream(objects(spec_changes(watches.producers)), move |producer| {
+            // The producer's domain is its namespace's (products carry no
+            // domain label of their own).
+            let namespace = producer.namespace().unwrap_or_default();
+            let domain = namespaces.get(&ObjectRef::new(&namespace)).and_then(|ns| ns.labels().get(keys::LABEL_DOMAIN).cloned());
+            consumers_of(&products, &namespace, &producer.name_any(), domain.as_deref())
         })
         // A domain's change (its classes, its people, its existence) reaches
         // its own products and those that grant it access.
         // Products read a domain's spec, namespace and existence: its other
         // status writes (its product count, its conditions) wake none of them.
-        .watches_shared_stream(domain_changes(watches.domains), move |domain| {
+        .watches_shared_stream(objects(domain_changes(watches.domains)), move |domain| {
             let name = domain.name_any();
             let namespace = current_namespace(&domain, &settings);
             products_for_domains
@@ -101,12 +105,13 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
                 .filter(|p| {
                     p.metadata.namespace.as_deref() == Some(namespace.as_str())
                         || p.spec.access.consumers.iter().any(|c| c.domain.as_deref() == Some(name.as_str()))
+                        || p.spec.inputs.iter().any(|i| i.domain.as_deref() == Some(name.as_str()))
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
         // A policy's arrival, change or removal changes products' compliance.
-        .watches_shared_stream(watches.policies, move |_| {
+        .watches_shared_stream(objects(watches.policies), move |_| {
             products_for_policies.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
         // A new leader reconciles everything once.
@@ -121,12 +126,13 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .await;
 }
 
-/// Products whose inputs name the given producer.
+/// Products whose inputs name the given producer: by its domain, or, with
+/// no domain named, from the producer's own namespace.
 fn consumers_of(
     products: &kube::runtime::reflector::Store<DataProduct>,
-    namespace: Option<&str>,
+    namespace: &str,
     name: &str,
-    domain: &str,
+    domain: Option<&str>,
 ) -> Vec<ObjectRef<DataProduct>> {
     products
         .state()
@@ -135,8 +141,8 @@ fn consumers_of(
             p.spec.inputs.iter().any(|i| {
                 i.product == name
                     && match &i.domain {
-                        Some(d) => d == domain,
-                        None => p.metadata.namespace.as_deref() == namespace,
+                        Some(d) => Some(d.as_str()) == domain,
+                        None => p.metadata.namespace.as_deref() == Some(namespace),
                     }
             })
         })
@@ -1023,7 +1029,17 @@ async fn note(
     };
     ctx.metrics.applied(&kind, label);
     let at = (product.name_any(), product.namespace().unwrap_or_default());
+    if guarded.drift.is_some() || !guarded.revoked.is_empty() {
+        // Said in a Warning of its own, not among the pass's changes.
+        ctx.report_drift(product, &child, guarded).await;
+        return;
+    }
     match &guarded.conflict {
+        Some(conflict) if conflict.restored && conflict.grants => {
+            let note = format!("Restored {kind} {name}: {}; a list that grants access is meshplane's alone", conflict.describe());
+            tracing::warn!(product = %at.0, namespace = %at.1, "{note}");
+            ctx.publish(product, EventType::Warning, reason::FIELD_MANAGER_CONFLICT, "Restore", note, Some(child)).await;
+        }
         Some(conflict) if conflict.restored => {
             let note = format!(
                 "Restored {kind} {name}: {}, which meshplane manages (restore {} of {} within {}m; then meshplane stops forcing)",

@@ -147,11 +147,22 @@ where
 }
 
 /// The meshplane operator used by the tests: one process per run, as its own
-/// ServiceAccount with the shipped RBAC, resyncing every 2 seconds so that
-/// steady-state checks see many forced resyncs. Returns its metrics address.
+/// ServiceAccount with the shipped RBAC and its shipped settings (the
+/// 5-minute resync among them: every reaction a test awaits comes from a
+/// watch, as it must for users). Returns its metrics address.
 pub fn operator() -> String {
+    operator_with(&[])
+}
+
+/// The tests' operator run with `args` beyond its shipped settings, for a
+/// test of the setting itself (`--resync 2s` for the checks of what a resync
+/// does); the process is restarted whenever it runs with other arguments.
+pub fn operator_with(args: &[&str]) -> String {
+    let wanted = args.join(" ");
     let mut started = OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(addr) = started.as_ref() {
+    if let Some((addr, running)) = started.as_ref()
+        && *running == wanted
+    {
         return addr.clone();
     }
     ensure_cluster();
@@ -159,12 +170,14 @@ pub fn operator() -> String {
     let dir = cluster_dir();
     let pid_file = dir.join("pids/meshplane.pid");
     let addr_file = dir.join("meshplane.addr");
+    let args_file = dir.join("meshplane.args");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
-    // Reuse a running operator only if it runs this very build.
+    // Reuse a running operator only if it runs this very build, so set.
     if let (Ok(pid), Ok(addr)) = (std::fs::read_to_string(&pid_file), std::fs::read_to_string(&addr_file)) {
         let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).ok();
-        if exe.as_deref() == Some(binary.as_path()) {
-            *started = Some(addr.clone());
+        let running = std::fs::read_to_string(&args_file).unwrap_or_default();
+        if exe.as_deref() == Some(binary.as_path()) && running == wanted {
+            *started = Some((addr.clone(), wanted));
             return addr;
         }
         if exe.is_some_and(|e| e.to_string_lossy().contains("meshplane")) {
@@ -174,33 +187,39 @@ pub fn operator() -> String {
     }
     kubectl(&["apply", "--server-side", "--force-conflicts", "-k", repo_root().join("deploy/base").to_str().unwrap()]);
     kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
-    let addr = spawn_shared_operator();
-    *started = Some(addr.clone());
+    let addr = spawn_shared_operator(args);
+    *started = Some((addr.clone(), wanted));
     addr
 }
 
-/// The tests' operator's metrics address, once started.
-static OPERATOR: Mutex<Option<String>> = Mutex::new(None);
+/// The tests' operator's metrics address and extra arguments, once started.
+static OPERATOR: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 /// Stops the tests' operator with SIGTERM (as a rolling update would) and
-/// starts it again, with the manifests as they are: the restart alone, with
-/// no write of the tests' own. Returns the new metrics address.
+/// starts it again, with the manifests and arguments as they are: the
+/// restart alone, with no write of the tests' own. Returns the new metrics
+/// address.
 pub fn restart_operator() -> String {
-    operator();
+    let args = {
+        operator();
+        let started = OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        started.as_ref().map(|(_, args)| args.clone()).unwrap_or_default()
+    };
     let mut started = OPERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let _guard = lock("operator.lock");
     if let Ok(pid) = std::fs::read_to_string(cluster_dir().join("pids/meshplane.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
         wait_gone(pid.trim());
     }
-    let addr = spawn_shared_operator();
-    *started = Some(addr.clone());
+    let split: Vec<&str> = args.split_whitespace().collect();
+    let addr = spawn_shared_operator(&split);
+    *started = Some((addr.clone(), args));
     addr
 }
 
 /// Starts the shared operator process and records it for the next test
-/// binaries (PID, binary, metrics address).
-fn spawn_shared_operator() -> String {
+/// binaries (PID, binary, arguments, metrics address).
+fn spawn_shared_operator(extra: &[&str]) -> String {
     let dir = cluster_dir();
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
     let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
@@ -210,16 +229,14 @@ fn spawn_shared_operator() -> String {
     let catalog_addr = format!("127.0.0.1:{catalog_port}");
     std::fs::write(dir.join("meshplane.catalog"), &catalog_addr).unwrap();
     std::fs::create_dir_all(dir.join("pids")).unwrap();
+    let mut args = vec!["--catalog-addr", &catalog_addr];
+    args.extend_from_slice(extra);
     // Deliberately never waited on: the operator outlives this test process
     // and serves the next test binaries; cluster/down.sh stops it by PID.
-    let (child, addr) = spawn_meshplane(
-        Path::new(&kubeconfig),
-        "meshplane",
-        &["--resync", "2s", "--catalog-addr", &catalog_addr],
-        &[("RUST_LOG", "info,meshplane=debug,kube=warn")],
-    );
+    let (child, addr) = spawn_meshplane(Path::new(&kubeconfig), "meshplane", &args, &[("RUST_LOG", "info,meshplane=debug,kube=warn")]);
     std::fs::write(dir.join("pids/meshplane.pid"), child.id().to_string()).unwrap();
     std::fs::write(dir.join("pids/meshplane.pid.exe"), binary.to_string_lossy().as_bytes()).unwrap();
+    std::fs::write(dir.join("meshplane.args"), extra.join(" ")).unwrap();
     std::fs::write(dir.join("meshplane.addr"), &addr).unwrap();
     wait_ready(&addr, "meshplane", Duration::from_secs(60));
     addr
