@@ -59,6 +59,8 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 .PHONY: integration
 integration: install ## Integration tests against the local control plane
 	cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
+	# Timed reactions to hand deletions and edits: on a quieter cluster.
+	cargo test --test drift -- --test-threads 1 --show-output
 	# Alone, after the others: it reads the API server's request counters.
 	cargo test --test steady_state -- --test-threads 1 --show-output
 	# It kills the shared test operator to prove failover.

@@ -438,8 +438,9 @@ impl Applier {
         };
         let served = serde_json::to_value(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
         let foreign = crate::owned::foreign_grants(&K::kind(&()), &served, body);
+        let turned_on = contradicted(&served, body);
         let served = C::comparable(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
-        let held = contains(&served, body);
+        let held = contains(&served, body) && !turned_on;
         tracing::debug!(kind = %K::kind(&()), name, held, "read a child whose cached digest differs from what meshplane would apply");
         let mut confirmed = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
         if held {
@@ -587,6 +588,20 @@ fn touches_grants(kind: &str, managers: &[(String, Vec<String>)]) -> bool {
     managers.iter().flat_map(|(_, fields)| fields).any(|field| {
         lists.iter().any(|list| field.strip_prefix(list.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])))
     })
+}
+
+/// True when `actual` (a child as served, every manager's fields) has
+/// `true` where `desired` says `false`. A `false` meshplane applied matches
+/// an absent field (Go omits it), so a switch another writer turned on
+/// (`automountServiceAccountToken`, `allowPrivilegeEscalation`) is not
+/// among meshplane's fields and only the whole object shows it.
+pub fn contradicted(actual: &Value, desired: &Value) -> bool {
+    match (actual, desired) {
+        (Value::Object(a), Value::Object(d)) => d.iter().any(|(k, dv)| a.get(k).is_some_and(|av| contradicted(av, dv))),
+        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).any(|(av, dv)| contradicted(av, dv)),
+        (Value::Bool(true), Value::Bool(false)) => true,
+        _ => false,
+    }
 }
 
 /// True when `actual` holds every field of `desired` with an equal value.
@@ -753,5 +768,14 @@ mod tests {
         // meshplane wants something else now: a change of its own, no drift.
         assert_eq!(seen.drift(1, 11, Some(false)), None);
         assert_eq!(seen.drift(1, 11, None), None);
+    }
+
+    #[test]
+    fn a_switch_turned_on_by_someone_else_contradicts_meshplanes_false() {
+        let desired = json!({"automountServiceAccountToken": false, "spec": {"containers": [{"securityContext": {"allowPrivilegeEscalation": false}}]}});
+        assert!(!contradicted(&json!({"spec": {"containers": [{}]}}), &desired));
+        assert!(contradicted(&json!({"automountServiceAccountToken": true}), &desired));
+        assert!(contradicted(&json!({"spec": {"containers": [{"securityContext": {"allowPrivilegeEscalation": true}}]}}), &desired));
+        assert!(!contradicted(&json!({"automountServiceAccountToken": false}), &desired));
     }
 }

@@ -247,7 +247,7 @@ fn feed(value: &Value, h: &mut impl Hasher) {
         }
         Value::Object(members) => {
             6u8.hash(h);
-            let mut members: Vec<_> = members.iter().filter(|(_, v)| !crate::apply::is_zero(v)).collect();
+            let mut members: Vec<_> = members.iter().filter(|(_, v)| !left_out(v)).collect();
             members.sort_unstable_by_key(|(k, _)| *k);
             members.len().hash(h);
             for (key, member) in members {
@@ -255,6 +255,21 @@ fn feed(value: &Value, h: &mut impl Hasher) {
                 feed(member, h);
             }
         }
+    }
+}
+
+/// Whether [`digest`] leaves a member out: a zero value, as
+/// [`crate::apply::contains`] matches it with an absent one, but for `false`.
+/// A `false` meshplane applies is one the API server keeps (`*bool` fields:
+/// `automountServiceAccountToken`, `allowPrivilegeEscalation`), and when
+/// another writer turns it on, meshplane's fields lose it: the digest must
+/// then differ, so the applier looks.
+fn left_out(value: &Value) -> bool {
+    match value {
+        Value::Bool(_) => false,
+        Value::Object(members) => members.values().all(left_out),
+        Value::Array(items) => items.is_empty(),
+        other => crate::apply::is_zero(other),
     }
 }
 
@@ -555,9 +570,11 @@ mod tests {
 
     #[test]
     fn digests_compare_as_the_applier_does() {
-        // Quantities by value, zero members as absent, key order ignored.
+        // Quantities by value, zero members as absent (but `false`), key order ignored.
         assert_eq!(digest(&json!({"cpu": "1", "memory": "1Gi"})), digest(&json!({"memory": "1024Mi", "cpu": "1000m"})));
-        assert_eq!(digest(&json!({"a": 1, "b": false, "c": [], "d": {"e": ""}})), digest(&json!({"a": 1.0})));
+        assert_eq!(digest(&json!({"a": 1, "c": [], "d": {"e": ""}})), digest(&json!({"a": 1.0})));
+        // A `false` someone else turned on leaves meshplane's fields: a difference.
+        assert_ne!(digest(&json!({"a": 1, "b": false})), digest(&json!({"a": 1})));
         assert_ne!(digest(&json!({"a": [1, 2]})), digest(&json!({"a": [2, 1]})));
         assert_ne!(digest(&json!({"a": "1"})), digest(&json!({"a": 1})));
         assert_ne!(digest(&json!({"a": {"b": 1}})), digest(&json!({"a": 1, "b": 1})));

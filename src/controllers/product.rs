@@ -38,6 +38,9 @@ use crate::storage::{self, StorageState};
 
 pub const KIND: &str = "DataProduct";
 
+/// How soon a product whose storage backend is not installed looks again.
+const BACKEND_RETRY: Duration = Duration::from_secs(10);
+
 /// How soon a product with a child its quota refused looks again.
 const QUOTA_RETRY: Duration = Duration::from_secs(30);
 
@@ -247,6 +250,11 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         // The claim's binding wakes the product; if it has not bound by
         // then, look again to report it and say why.
         requeue = requeue.min(left + Duration::from_millis(100));
+    }
+    if !applied.missing_backends.is_empty() {
+        // A backend's CRDs being installed is no event of this product's
+        // (meshplane does not watch CRDs): look again now and then.
+        requeue = requeue.min(BACKEND_RETRY);
     }
     if !applied.refused.is_empty() {
         // Quota frees up when something else in the namespace goes, which

@@ -62,14 +62,14 @@ impl Backend for VolumeClaim {
                 name: volume.clone(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: claim_name(product.name, &storage.name),
-                    read_only: Some(mount.read_only),
+                    read_only: mount.read_only.then_some(true),
                 }),
                 ..Default::default()
             }],
             mounts: vec![VolumeMount {
                 name: volume,
                 mount_path: mount.path.clone(),
-                read_only: Some(mount.read_only),
+                read_only: mount.read_only.then_some(true),
                 ..Default::default()
             }],
             env: vec![env(env_name(&["MESHPLANE_STORAGE", &storage.name, "PATH"]), mount.path.clone())],

@@ -37,6 +37,8 @@ pub struct Stats {
     pub domain_updates: usize,
     pub domains_created: usize,
     pub domains_deleted: usize,
+    /// Children meshplane made, deleted behind its back (it must put them back).
+    pub children_deleted: usize,
     pub refused: usize,
 }
 
@@ -283,11 +285,55 @@ impl Churn {
                 self.stats.domain_updates += 1;
             }
             result
+        } else if roll < 97 {
+            let result = self.delete_child().await;
+            if result.is_ok() {
+                self.stats.children_deleted += 1;
+            }
+            result
         } else {
             self.toggle_ephemeral().await
         };
         if result.is_err() {
             self.stats.refused += 1;
+        }
+    }
+
+    /// Deletes one child meshplane made in a stable domain's namespace (a
+    /// binding, a network policy, a descriptor, a service account, a
+    /// CronJob), as a careless admin would; the invariants demand it back.
+    async fn delete_child(&mut self) -> Result<(), kube::Error> {
+        let stable = self.stable.clone();
+        let domain: &String = self.rng.pick(&stable);
+        let ns = namespace(domain);
+        let managed = ListParams::default().labels("app.kubernetes.io/managed-by=meshplane");
+        let client = self.client.clone();
+        let mut names: Vec<(&str, String)> = Vec::new();
+        let rbs = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns);
+        names.extend(rbs.list_metadata(&managed).await?.items.into_iter().map(|o| ("RoleBinding", o.name_any())));
+        let nps = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &ns);
+        names.extend(nps.list_metadata(&managed).await?.items.into_iter().map(|o| ("NetworkPolicy", o.name_any())));
+        let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+        names.extend(cms.list_metadata(&managed).await?.items.into_iter().map(|o| ("ConfigMap", o.name_any())));
+        let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns);
+        names.extend(sas.list_metadata(&managed).await?.items.into_iter().map(|o| ("ServiceAccount", o.name_any())));
+        let cjs = Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), &ns);
+        names.extend(cjs.list_metadata(&managed).await?.items.into_iter().map(|o| ("CronJob", o.name_any())));
+        if names.is_empty() {
+            return Ok(());
+        }
+        let (kind, name) = self.rng.pick(&names).clone();
+        let params = DeleteParams::default();
+        let deleted = match kind {
+            "RoleBinding" => rbs.delete(&name, &params).await.map(|_| ()),
+            "NetworkPolicy" => nps.delete(&name, &params).await.map(|_| ()),
+            "ConfigMap" => cms.delete(&name, &params).await.map(|_| ()),
+            "ServiceAccount" => sas.delete(&name, &params).await.map(|_| ()),
+            _ => cjs.delete(&name, &params).await.map(|_| ()),
+        };
+        match deleted {
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            other => other,
         }
     }
 
