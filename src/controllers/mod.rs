@@ -461,8 +461,11 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     config: watcher::Config,
     subscribers: Vec<futures::channel::mpsc::Sender<Change<K>>>,
     trim: Box<dyn FnMut(&mut K) + Send>,
-    observe: Box<dyn Fn(&watcher::Event<K>, &Store<K>) + Send>,
+    observe: Observer<K>,
 }
+
+/// What sees every event of a watch once its cache holds it (an index).
+type Observer<K> = Box<dyn Fn(&watcher::Event<K>, &Store<K>) + Send>;
 
 impl<K> Shared<K>
 where
