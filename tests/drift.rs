@@ -31,6 +31,19 @@ struct Child {
     field: &'static str,
 }
 
+impl Child {
+    /// The same child, to be changed with `..`.
+    fn clone_named(&self) -> Child {
+        Child {
+            resource: self.resource,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            edit: self.edit.clone(),
+            field: self.field,
+        }
+    }
+}
+
 fn get(child: &Child, jsonpath: &str) -> Option<String> {
     let out = kubectl_output(&["get", child.resource, &child.name, "-n", &child.namespace, "-o", &format!("jsonpath={jsonpath}")]);
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
@@ -376,4 +389,32 @@ async fn a_deleted_domain_namespace_is_made_again_with_everything_in_it() {
         (status_of(&d.status?.conditions, "Ready") == Some("True")).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_bucket_products_storage_objects_are_restored_and_reverted() {
+    operator();
+    let client = cluster().await;
+    let fixture = repo_root().join("tests/fixtures/cosi-crds.yaml");
+    kubectl(&["apply", "-f", fixture.to_str().unwrap()]);
+    kubectl(&["wait", "--for=condition=Established", "crd/bucketclaims.objectstorage.k8s.io", "crd/bucketaccesses.objectstorage.k8s.io"]);
+    let ns = ready_domain(&client, &unique("drift-b"), "").await;
+    apply(&product_manifest(&ns, "lake", "  storage: [{name: files, kind: Bucket, storageClass: s3-standard}]\n"));
+    let claim = Child {
+        resource: "bucketclaims.objectstorage.k8s.io",
+        namespace: ns.clone(),
+        name: "lake-files".to_string(),
+        edit: r#"{"spec":{"bucketClassName":"s3-cheap"}}"#.to_string(),
+        field: "{.spec.bucketClassName}",
+    };
+    wait_until("the BucketClaim", Duration::from_secs(30), || async { get(&claim, "{.metadata.uid}").filter(|u| !u.is_empty()) }).await;
+    let access = Child { resource: "bucketaccesses.objectstorage.k8s.io", field: "{.spec.credentialsSecretName}", ..claim.clone_named() };
+    let mut report = Vec::new();
+    for c in [&claim, &access] {
+        let deleted = delete_and_await_restore(c).await;
+        let edit = if c.resource == access.resource { r#"{"spec":{"credentialsSecretName":"elsewhere"}}"# } else { c.edit.as_str() };
+        let edited = edit_and_await_revert(&Child { edit: edit.to_string(), ..c.clone_named() }).await;
+        report.push(format!("  {:<36} restored in {:>5} ms, reverted in {:>5} ms", c.resource, deleted.as_millis(), edited.as_millis()));
+    }
+    println!("bucket storage objects, with the shipped resync (5m):\n{}", report.join("\n"));
 }

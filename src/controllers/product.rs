@@ -117,6 +117,8 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
         .watches_shared_stream(objects(watches.policies), move |_| {
             products_for_policies.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
+        // A backend's storage objects (no cache: their CRDs may be absent).
+        .reconcile_on(storage_object_changes(ctx.client.clone(), ctx.leadership.clone()))
         // A new leader reconciles everything once.
         .reconcile_all_on(ctx.leadership.acquired())
         .graceful_shutdown_on(shutdown)
@@ -127,6 +129,43 @@ pub async fn controller(ctx: Arc<Context>, watches: Watches, shutdown: impl std:
             }
         })
         .await;
+}
+
+/// The products whose storage objects of a kind meshplane keeps no cache
+/// of (a Bucket's claim and access) changed or went. Each such kind is
+/// watched by metadata alone; while its CRDs are not installed, its watch
+/// retries with backoff (at most every 30 s) and says nothing: the product
+/// already reports `BackendNotInstalled`.
+fn storage_object_changes(
+    client: kube::Client,
+    leadership: crate::leader::Leadership,
+) -> impl futures::Stream<Item = ObjectRef<DataProduct>> {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let resources = storage::backend(StorageKind::Bucket).api_resources();
+    let watches = resources.into_iter().map(move |resource| {
+        let api = Api::<kube::core::PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource);
+        watcher(api, watcher::Config::default().labels(keys::MANAGED_SELECTOR))
+            .default_backoff()
+            .filter_map(|event| async move {
+                let (watcher::Event::Apply(object) | watcher::Event::Delete(object)) = event.ok()? else {
+                    return None;
+                };
+                let namespace = object.metadata.namespace.clone()?;
+                let owners: Vec<ObjectRef<DataProduct>> = object
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|o| o.kind == KIND)
+                    .map(|o| ObjectRef::new(&o.name).within(&namespace))
+                    .collect();
+                Some(futures::stream::iter(owners))
+            })
+            .flatten()
+            .boxed()
+    });
+    // Only the leader reconciles.
+    futures::stream::select_all(watches).filter(move |_| futures::future::ready(leadership.is_leader()))
 }
 
 /// Products whose inputs name the given producer: by its domain, or, with
