@@ -287,8 +287,8 @@ fn hold_count(domain: &DataDomain, ctx: &Context, provisioned: Option<(String, i
     }
 }
 
-/// The domain's products, but for those being deleted: a product's removal
-/// is no event the domain controller sees, the start of its deletion is.
+/// The domain's products, but for those being deleted (the start of a
+/// product's deletion already takes it out of the count).
 fn product_count(namespace: &str, ctx: &Context) -> i32 {
     ctx.caches
         .products
@@ -456,9 +456,8 @@ async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
                 ];
                 let provisioned = Some((namespace.clone(), products.len() as i32));
                 write_status(domain, ctx, provisioned, computed).await?;
-                // A product's deletion reaches the domain when it starts, not
-                // when it ends (its removal is no watch event the controller
-                // sees): look again soon while the last ones are going.
+                // A product's removal wakes the domain; looking again soon
+                // while the last ones are going is only a safety net.
                 return Ok(Action::requeue(Duration::from_secs(if going { 2 } else { 30 })));
             }
         }

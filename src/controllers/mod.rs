@@ -2,8 +2,9 @@
 //! caches, the writer and the event recorder. [`run`] wires the watches,
 //! starts the controllers and runs until shutdown.
 //!
-//! Every kind is watched once: a shared reflector fills one cache and fans
-//! its events out to each controller that reacts to that kind.
+//! Every kind is watched once ([`Shared`]): one watch fills one cache and
+//! hands each change, deletions included, to every controller that reacts
+//! to that kind.
 
 pub mod domain;
 pub mod error;

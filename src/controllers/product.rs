@@ -241,11 +241,8 @@ async fn reconcile_pass(product: Arc<DataProduct>, ctx: Arc<Context>) -> Result<
         Err(problem) => return stall(&product, &ctx, Some(domain.name_any()), &problem).await,
     };
 
-    // A domain on its way out is gone for grants and inputs. Its removal
-    // reaches watchers only as a deletion, which kube's shared reflectors do
-    // not pass on; a consumer reconciled (on the domain's last update) just
-    // before the domain left the cache would keep its grant until the next
-    // resync. The deletion timestamp comes early enough.
+    // A domain on its way out is gone for grants and inputs: the start of
+    // its deletion is when its consumers should lose their grants.
     let find_domain = |name: &str| ctx.caches.domains.get(&ObjectRef::new(name)).filter(|d| d.metadata.deletion_timestamp.is_none());
     let find_product = |ns: &str, name: &str| ctx.caches.products.get(&ObjectRef::new(name).within(ns));
     let namespace_of = |d: &DataDomain| current_namespace(d, &ctx.settings.domain);
