@@ -299,19 +299,20 @@ impl Seen {
     }
 }
 
-/// A hash naming one child.
-fn child_id(kind: &str, namespace: Option<&str>, name: &str) -> u64 {
+fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
-    (kind, namespace, name).hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
 }
 
-/// The hashed uid of an object's first owner (0 for none).
+/// A hash naming one child.
+fn child_id(kind: &str, namespace: Option<&str>, name: &str) -> u64 {
+    hash_of((kind, namespace, name))
+}
+
+/// The hashed uid of an object's first owner (that of "" for none).
 fn owner_of(body: &Value) -> u64 {
-    let uid = body.pointer("/metadata/ownerReferences/0/uid").and_then(Value::as_str).unwrap_or_default();
-    let mut hasher = std::hash::DefaultHasher::new();
-    uid.hash(&mut hasher);
-    hasher.finish()
+    hash_of(body.pointer("/metadata/ownerReferences/0/uid").and_then(Value::as_str).unwrap_or_default())
 }
 
 /// Writes children with server-side apply, consulting a cache first.
@@ -335,7 +336,7 @@ impl Applier {
     /// Forgets the children of an owner that is going: they are no drift
     /// to correct once it has gone.
     pub fn forget(&self, owner_uid: &str) {
-        let owner = owner_of(&serde_json::json!({"metadata": {"ownerReferences": [{"uid": owner_uid}]}}));
+        let owner = hash_of(owner_uid);
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).children.retain(|_, (_, o)| *o != owner);
     }
 

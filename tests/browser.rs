@@ -357,10 +357,6 @@ fn edges(svg: &str) -> Vec<Edge> {
         .collect()
 }
 
-fn product(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
-}
-
 #[test]
 fn base64_decodes_what_it_should() {
     assert_eq!(base64_decode("bWVzaHBsYW5l"), b"meshplane");
@@ -385,7 +381,7 @@ async fn a_person_signs_in_searches_and_follows_lineage_in_chromium() {
     let suffix = domain.trim_start_matches("brw-");
     let (clicks, sessions, invoices) = (format!("clicks-{suffix}"), format!("sessions-{suffix}"), format!("invoices-{suffix}"));
     let word = format!("kiwi{suffix}");
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         &clicks,
         &format!(
@@ -394,7 +390,7 @@ async fn a_person_signs_in_searches_and_follows_lineage_in_chromium() {
         ),
     ));
     // Restricted: only the ClusterRole below lets the token's ServiceAccount see it.
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         &sessions,
         &format!(
@@ -403,7 +399,7 @@ async fn a_person_signs_in_searches_and_follows_lineage_in_chromium() {
              outputPorts: [{{name: visits, format: CSV, schema: [{{name: session_id, type: string}}, {{name: page_count, type: integer}}]}}]\n"
         ),
     ));
-    apply(&product(&ns, &invoices, "  owner: billing@example.com\n  description: Every invoice sent\n  tags: [billing]\n"));
+    apply(&product_manifest(&ns, &invoices, "  owner: billing@example.com\n  description: Every invoice sent\n  tags: [billing]\n"));
     for name in [&clicks, &sessions, &invoices] {
         wait_product(&client, &ns, name, "Ready", "True").await;
     }

@@ -26,10 +26,6 @@ fn names(v: &Value) -> Vec<String> {
     n
 }
 
-fn product(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
-}
-
 #[tokio::test]
 async fn search_follows_the_cluster_within_two_seconds() {
     let addr = catalog();
@@ -37,13 +33,13 @@ async fn search_follows_the_cluster_within_two_seconds() {
     let domain = unique("cat");
     let ns = ready_domain(&client, &domain, "").await;
     let t = token(&ns, "browser");
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "orders",
         "  owner: shop\n  tags: [sales, daily]\n  classification: Confidential\n  description: Every order placed\n  outputPorts: [{name: o, format: CSV, schema: [{name: customer_email, type: string}]}]\n",
     ));
-    apply(&product(&ns, "refunds", "  owner: shop\n  tags: [sales]\n  lifecycle: Stable\n  quality: {freshness: 1h}\n"));
-    apply(&product(&ns, "visits", "  owner: web\n  tags: [web]\n  classification: Public\n"));
+    apply(&product_manifest(&ns, "refunds", "  owner: shop\n  tags: [sales]\n  lifecycle: Stable\n  quality: {freshness: 1h}\n"));
+    apply(&product_manifest(&ns, "visits", "  owner: web\n  tags: [web]\n  classification: Public\n"));
     let path = |q: &str| format!("/api/v1/products?domain={domain}{q}");
     wait_until("three products to appear", Duration::from_secs(2), || async {
         (names(&get(&addr, &path(""), Some(&t)).1).len() == 3).then_some(())
@@ -121,7 +117,7 @@ async fn search_follows_the_cluster_within_two_seconds() {
     assert!(domains["items"].as_array().unwrap().iter().any(|d| d["name"] == domain.as_str() && d["dataProducts"] == 3));
 
     // Changes and deletions follow as quickly.
-    apply(&product(&ns, "visits", "  owner: web\n  tags: [web, sales]\n  classification: Public\n"));
+    apply(&product_manifest(&ns, "visits", "  owner: web\n  tags: [web, sales]\n  classification: Public\n"));
     wait_until("the change to show", Duration::from_secs(2), || async {
         (names(&get(&addr, &path("&tag=sales"), Some(&t)).1) == ["orders", "refunds", "visits"]).then_some(())
     })
@@ -141,14 +137,14 @@ async fn tokens_decide_who_sees_a_restricted_product() {
     let ns = ready_domain(&client, &domain, "").await;
     let allowed = token(&ns, "auditor");
     let denied = token(&ns, "intern");
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "payroll",
         &format!(
             "  owner: hr\n  classification: Restricted\n  access: {{consumers: [{{subject: {{kind: ServiceAccount, name: auditor, namespace: {ns}}}}}]}}\n"
         ),
     ));
-    apply(&product(&ns, "headcount", "  owner: hr\n"));
+    apply(&product_manifest(&ns, "headcount", "  owner: hr\n"));
     wait_product(&client, &ns, "payroll", "AccessReady", "True").await;
     let path = format!("/api/v1/products?domain={domain}");
     wait_until("the auditor to see both", Duration::from_secs(10), || async {
@@ -186,12 +182,12 @@ async fn web_pages_work_without_javascript() {
     let domain = unique("web");
     let ns = ready_domain(&client, &domain, "  displayName: Web Shop\n").await;
     let t = token(&ns, "reader");
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "clicks",
         "  owner: web-team\n  tags: [web]\n  description: Every <click>\n  outputPorts: [{name: events, format: Parquet, schema: [{name: page_url, type: string}]}]\n",
     ));
-    apply(&product(&ns, "sessions", "  owner: web-team\n  inputs: [{name: clicks, product: clicks}]\n"));
+    apply(&product_manifest(&ns, "sessions", "  owner: web-team\n  inputs: [{name: clicks, product: clicks}]\n"));
     wait_product(&client, &ns, "sessions", "InputsReady", "True").await;
 
     let html = wait_until("the search page to list the product", Duration::from_secs(5), || async {

@@ -621,10 +621,6 @@ async fn killing_the_leader_again_and_again_never_makes_two_writers() {
     assert_no_panic(&all_identities);
 }
 
-fn product(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}")
-}
-
 /// Warning Events about a product with the given reason: (action, note).
 async fn warnings(client: &Client, namespace: &str, product: &str, reason: &str) -> Vec<(String, String)> {
     let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap().items;
@@ -652,7 +648,7 @@ async fn a_foreign_field_manager_is_restored_reported_and_not_fought_forever() {
     operator.ready().await;
     let client = run.client.clone();
     let ns = ready_domain(&client, &format!("{}-f", run.prefix), "").await;
-    apply(&product(&ns, "feed", "  pipelines: [{name: stream, image: busybox, mode: Continuous}]\n"));
+    apply(&product_manifest(&ns, "feed", "  pipelines: [{name: stream, image: busybox, mode: Continuous}]\n"));
     wait_product(&client, &ns, "feed", "Ready", "True").await;
     let deployment = "feed-stream";
 
@@ -753,14 +749,14 @@ async fn a_product_that_exceeds_its_quota_says_so_and_nothing_else_breaks() {
     let other = ready_domain(&client, &format!("{}-o", run.prefix), "").await;
 
     // Fits: a 1Gi volume and one pipeline pod (500m CPU limit by default).
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "fits",
         "  storage: [{name: data, kind: Volume, size: 1Gi}]\n  pipelines: [{name: run, image: busybox, mode: Continuous}]\n",
     ));
     wait_product(&client, &ns, "fits", "Ready", "True").await;
     // Too much storage: the claim is refused; the rest is provisioned.
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "hoard",
         "  storage: [{name: data, kind: Volume, size: 5Gi}]\n  access: {consumers: [{subject: {kind: User, name: u}}]}\n",
@@ -778,7 +774,7 @@ async fn a_product_that_exceeds_its_quota_says_so_and_nothing_else_breaks() {
         kubectl(&["get", object, "-n", &ns]);
     }
     // Too many pods: the Deployment's pods are refused by the quota.
-    apply(&product(&ns, "busy", "  pipelines: [{name: run, image: busybox, mode: Continuous, replicas: 3}]\n"));
+    apply(&product_manifest(&ns, "busy", "  pipelines: [{name: run, image: busybox, mode: Continuous, replicas: 3}]\n"));
     let p = wait_until("busy to report its pods refused", Duration::from_secs(60), || async {
         let p = Api::<DataProduct>::namespaced(client.clone(), &ns).get("busy").await.ok()?;
         let c = p.status.as_ref()?.conditions.iter().find(|c| c.type_ == "PipelinesReady")?.clone();
@@ -790,8 +786,8 @@ async fn a_product_that_exceeds_its_quota_says_so_and_nothing_else_breaks() {
         assert!(pipelines.message.contains(needle), "PipelinesReady does not name {needle}: {}", pipelines.message);
     }
     // A product over the domain's product count is refused by the API server.
-    apply(&product(&ns, "fourth", "  owner: x\n"));
-    let out = kubectl_stdin(&["apply", "-f", "-"], &product(&ns, "fifth", "  owner: x\n"));
+    apply(&product_manifest(&ns, "fourth", "  owner: x\n"));
+    let out = kubectl_stdin(&["apply", "-f", "-"], &product_manifest(&ns, "fifth", "  owner: x\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("exceeded quota: meshplane-domain-quota"), "{stderr}");
 
@@ -801,12 +797,12 @@ async fn a_product_that_exceeds_its_quota_says_so_and_nothing_else_breaks() {
     wait_product(&client, &ns, "fourth", "Ready", "True").await;
     let d = Api::<DataDomain>::all(client.clone()).get(&tight).await.unwrap();
     assert_eq!(meshplane::api::conditions::status_of(&d.status.unwrap().conditions, "Ready"), Some("True"));
-    apply(&product(&other, "elsewhere", "  storage: [{name: data, kind: Volume, size: 10Gi}]\n"));
+    apply(&product_manifest(&other, "elsewhere", "  storage: [{name: data, kind: Volume, size: 10Gi}]\n"));
     wait_product(&client, &other, "elsewhere", "Ready", "True").await;
 
     // Room made: busy fits once fits' pipeline is gone.
-    apply(&product(&ns, "fits", "  storage: [{name: data, kind: Volume, size: 1Gi}]\n"));
-    apply(&product(&ns, "busy", "  pipelines: [{name: run, image: busybox, mode: Continuous, replicas: 2}]\n"));
+    apply(&product_manifest(&ns, "fits", "  storage: [{name: data, kind: Volume, size: 1Gi}]\n"));
+    apply(&product_manifest(&ns, "busy", "  pipelines: [{name: run, image: busybox, mode: Continuous, replicas: 2}]\n"));
     wait_product(&client, &ns, "busy", "Ready", "True").await;
     println!("StorageReady: {}\nPipelinesReady: {}", storage.message, pipelines.message);
     run.cleanup().await;

@@ -258,10 +258,6 @@ async fn a_subject_added_by_hand_is_removed_with_a_warning_naming_the_writer() {
     .await;
 }
 
-fn product_manifest(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
-}
-
 /// Waits until the product's condition has the reason, within the deadline;
 /// returns how long it took.
 async fn reason_within(api: &Api<DataProduct>, name: &str, type_: &str, reason: &str, what: &str) -> Duration {

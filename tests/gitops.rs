@@ -19,10 +19,6 @@ fn kstatus(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn product(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}")
-}
-
 #[tokio::test]
 async fn kstatus_reads_current_in_progress_and_failed() {
     operator();
@@ -31,10 +27,10 @@ async fn kstatus_reads_current_in_progress_and_failed() {
     let ns = ready_domain(&client, &domain, "  storageClasses: [standard, missing]\n").await;
     assert!(kstatus(&["get", "datadomain", &domain]).contains(" Current "), "a Ready domain is Current");
 
-    apply(&product(&ns, "fine", "  owner: team\n"));
+    apply(&product_manifest(&ns, "fine", "  owner: team\n"));
     // A class the domain allows but the cluster lacks: the claim never binds.
-    apply(&product(&ns, "waiting", "  storage: [{name: d, kind: Volume, size: 1Gi, storageClass: missing}]\n"));
-    apply(&product(&ns, "forbidden", "  storage: [{name: d, kind: Volume, size: 1Gi, storageClass: premium}]\n"));
+    apply(&product_manifest(&ns, "waiting", "  storage: [{name: d, kind: Volume, size: 1Gi, storageClass: missing}]\n"));
+    apply(&product_manifest(&ns, "forbidden", "  storage: [{name: d, kind: Volume, size: 1Gi, storageClass: premium}]\n"));
     wait_product(&client, &ns, "fine", "Ready", "True").await;
     wait_product(&client, &ns, "waiting", "Reconciling", "True").await;
     wait_product(&client, &ns, "forbidden", "Stalled", "True").await;

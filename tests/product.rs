@@ -14,10 +14,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use meshplane::api::DataProduct;
 use support::*;
 
-fn product(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}")
-}
-
 /// `kubectl auth can-i get` of a product's descriptor, as a pipeline
 /// ServiceAccount of `consumer_ns` (with the groups a real token carries).
 fn sa_can_read(producer_ns: &str, product: &str, consumer_ns: &str, sa: &str) -> bool {
@@ -35,7 +31,7 @@ async fn a_product_gets_storage_pipelines_and_grants() {
     let consumer = unique("crm");
     let ns = ready_domain(&client, &producer, "  storageClasses: [standard]\n").await;
     let consumer_ns = ready_domain(&client, &consumer, "  members: [{kind: Group, name: crm-team}]\n").await;
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "orders",
         &format!(
@@ -114,7 +110,11 @@ async fn pipelines_run_under_restricted_and_report_runs_and_freshness() {
     );
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("violates PodSecurity \"restricted"), "{out:?}");
 
-    apply(&product(&ns, "daily", "  pipelines:\n  - {name: load, image: busybox, schedule: \"0 0 1 1 *\"}\n  quality: {freshness: 20s}\n"));
+    apply(&product_manifest(
+        &ns,
+        "daily",
+        "  pipelines:\n  - {name: load, image: busybox, schedule: \"0 0 1 1 *\"}\n  quality: {freshness: 20s}\n",
+    ));
     let p = wait_product(&client, &ns, "daily", "Ready", "True").await;
     assert_eq!(product_condition(&p, "Fresh").reason, "NoSuccessfulRun");
 
@@ -151,10 +151,11 @@ async fn access_follows_the_consumer_list_and_inputs_report_it() {
     let ns_a = ready_domain(&client, &a, "").await;
     let ns_b = ready_domain(&client, &b, "").await;
     let ns_x = ready_domain(&client, &x, "").await;
-    let producer = |consumers: &str| product(&ns_a, "sales", &format!("  owner: sales-team\n  access: {{consumers: [{consumers}]}}\n"));
+    let producer =
+        |consumers: &str| product_manifest(&ns_a, "sales", &format!("  owner: sales-team\n  access: {{consumers: [{consumers}]}}\n"));
     apply(&producer(""));
     wait_product(&client, &ns_a, "sales", "Ready", "True").await;
-    apply(&product(
+    apply(&product_manifest(
         &ns_b,
         "forecast",
         &format!(
@@ -221,8 +222,8 @@ async fn same_domain_inputs_are_granted_without_a_consumer_entry() {
     let client = cluster().await;
     let domain = unique("lineage");
     let ns = ready_domain(&client, &domain, "").await;
-    apply(&product(&ns, "raw", "  description: upstream\n"));
-    apply(&product(&ns, "clean", "  inputs: [{name: raw, product: raw}]\n"));
+    apply(&product_manifest(&ns, "raw", "  description: upstream\n"));
+    apply(&product_manifest(&ns, "clean", "  inputs: [{name: raw, product: raw}]\n"));
     let p = wait_product(&client, &ns, "clean", "InputsReady", "True").await;
     let input = &p.status.unwrap().inputs[0];
     assert_eq!((input.state.as_str(), input.domain.as_str()), ("Granted", domain.as_str()));
@@ -265,13 +266,13 @@ async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
     };
 
     let watching = tokio::spawn(first_status("bound"));
-    apply(&product(&ns, "bound", "  storage: [{name: data, kind: Volume, size: 1Gi, storageClass: standard}]\n"));
+    apply(&product_manifest(&ns, "bound", "  storage: [{name: data, kind: Volume, size: 1Gi, storageClass: standard}]\n"));
     let bound = watching.await.unwrap();
     assert_eq!(product_condition(&bound, "Ready").status, "True", "the first status written: {:?}", bound.status);
     assert_eq!(product_condition(&bound, "StorageReady").message, "claim bound-data is Bound");
 
     let watching = tokio::spawn(first_status("stuck"));
-    apply(&product(&ns, "stuck", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {empty}}}]\n")));
+    apply(&product_manifest(&ns, "stuck", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {empty}}}]\n")));
     let stuck = watching.await.unwrap();
     let storage = product_condition(&stuck, "StorageReady");
     assert_eq!((storage.status.as_str(), storage.reason.as_str()), ("False", "ClaimPending"), "{storage:?}");
@@ -288,7 +289,7 @@ async fn a_new_product_reports_once_its_claim_has_bound_or_has_had_time_to() {
     // A class that binds on first use: the claim waits for a pod by design,
     // so the storage is ready and the product says so at once.
     let watching = tokio::spawn(first_status("later"));
-    apply(&product(&ns, "later", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {lazy}}}]\n")));
+    apply(&product_manifest(&ns, "later", &format!("  storage: [{{name: data, kind: Volume, size: 1Gi, storageClass: {lazy}}}]\n")));
     let later = watching.await.unwrap();
     let storage = product_condition(&later, "StorageReady");
     assert_eq!(storage.status, "True", "{storage:?}");
@@ -305,12 +306,12 @@ async fn storage_is_retained_or_deleted_as_asked_and_never_anothers() {
     let client = cluster().await;
     let domain = unique("safety");
     let ns = ready_domain(&client, &domain, "").await;
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "keep",
         "  storage:\n  - {name: kept, kind: Volume, size: 1Gi}\n  - {name: scratch, kind: Volume, size: 1Gi, deletionPolicy: Delete}\n",
     ));
-    apply(&product(&ns, "neighbour", "  storage: [{name: data, kind: Volume, size: 1Gi, deletionPolicy: Delete}]\n"));
+    apply(&product_manifest(&ns, "neighbour", "  storage: [{name: data, kind: Volume, size: 1Gi, deletionPolicy: Delete}]\n"));
     wait_product(&client, &ns, "keep", "Ready", "True").await;
     wait_product(&client, &ns, "neighbour", "Ready", "True").await;
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
@@ -346,7 +347,7 @@ async fn buckets_need_their_backend_and_the_rest_is_provisioned_without_it() {
     kubectl(&["delete", "-f", fixture, "--ignore-not-found", "--wait=true"]);
     let domain = unique("objects");
     let ns = ready_domain(&client, &domain, "").await;
-    apply(&product(
+    apply(&product_manifest(
         &ns,
         "lake",
         "  storage: [{name: files, kind: Bucket, storageClass: s3-standard}]\n  \
@@ -394,7 +395,7 @@ async fn drift_is_corrected() {
     let client = cluster().await;
     let domain = unique("pdrift");
     let ns = ready_domain(&client, &domain, "").await;
-    apply(&product(&ns, "etl", "  pipelines: [{name: job, image: busybox, schedule: \"@daily\"}]\n"));
+    apply(&product_manifest(&ns, "etl", "  pipelines: [{name: job, image: busybox, schedule: \"@daily\"}]\n"));
     wait_product(&client, &ns, "etl", "Ready", "True").await;
     let before = kubectl(&["get", "cronjob", "etl-job", "-n", &ns, "-o", "jsonpath={.metadata.uid}"]);
     kubectl(&["delete", "cronjob", "etl-job", "-n", &ns]);
@@ -469,7 +470,7 @@ async fn bad_input_is_rejected_with_the_field_named() {
         ),
     ];
     for (name, spec, field) in &invalid {
-        let manifest = product(&ns, name, spec);
+        let manifest = product_manifest(&ns, name, spec);
         let out = kubectl_stdin(&["create", "-f", "-"], &manifest);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted:\n{manifest}");
@@ -478,24 +479,24 @@ async fn bad_input_is_rejected_with_the_field_named() {
     println!("{} invalid DataProduct manifests rejected by the API server", invalid.len());
 
     // What only the controller can know is Stalled, with the reason.
-    apply(&product(&ns, "fast", "  storage: [{name: a, kind: Volume, size: 1Gi, storageClass: premium}]\n"));
+    apply(&product_manifest(&ns, "fast", "  storage: [{name: a, kind: Volume, size: 1Gi, storageClass: premium}]\n"));
     let p = wait_product(&client, &ns, "fast", "Stalled", "True").await;
     let stalled = product_condition(&p, "Stalled");
     assert_eq!(stalled.reason, "StorageClassNotAllowed");
     assert!(stalled.message.contains("premium") && stalled.message.contains("allowed: standard"), "{}", stalled.message);
     assert!(kubectl_output(&["get", "pvc", "fast-a", "-n", &ns]).status.code() != Some(0), "nothing is provisioned");
-    apply(&product(&ns, "loop", &format!("  inputs: [{{name: me, domain: {domain}, product: loop}}]\n")));
+    apply(&product_manifest(&ns, "loop", &format!("  inputs: [{{name: me, domain: {domain}, product: loop}}]\n")));
     let p = wait_product(&client, &ns, "loop", "Stalled", "True").await;
     assert_eq!(product_condition(&p, "Stalled").reason, "SelfInput");
     // The built-in policy refuses a product in a namespace of no domain; one
     // that forges the domain label gets past it, and the controller stalls it.
     let stray = unique("stray");
     kubectl(&["create", "namespace", &stray]);
-    let out = kubectl_stdin(&["create", "-f", "-"], &product(&stray, "lost", "  owner: nobody\n"));
+    let out = kubectl_stdin(&["create", "-f", "-"], &product_manifest(&stray, "lost", "  owner: nobody\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("belongs to no DataDomain"), "{stderr}");
     kubectl(&["label", "namespace", &stray, &format!("meshplane.dev/domain={domain}")]);
-    apply(&product(&stray, "lost", "  owner: nobody\n"));
+    apply(&product_manifest(&stray, "lost", "  owner: nobody\n"));
     let p = wait_product(&client, &stray, "lost", "Stalled", "True").await;
     assert_eq!(product_condition(&p, "Stalled").reason, "NotInDomain");
     assert!(
@@ -503,7 +504,7 @@ async fn bad_input_is_rejected_with_the_field_named() {
     );
 
     // The operator kept going: a valid product is Ready.
-    apply(&product(&ns, "fine", "  storage: [{name: a, kind: Volume, size: 1Gi}]\n"));
+    apply(&product_manifest(&ns, "fine", "  storage: [{name: a, kind: Volume, size: 1Gi}]\n"));
     wait_product(&client, &ns, "fine", "Ready", "True").await;
     let log = std::fs::read_to_string(cluster_dir().join("logs/meshplane.log")).unwrap_or_default();
     assert!(!log.contains("panicked"), "the operator panicked");

@@ -72,16 +72,6 @@ fn lines<'a>(writes: impl IntoIterator<Item = &'a Write>) -> String {
     writes.into_iter().map(|w| format!("  {w}")).collect::<Vec<_>>().join("\n")
 }
 
-/// Two Ready domains named after `prefix`, a producer and a consumer: their
-/// names, and the producer's namespace.
-async fn producer_and_consumer(client: &kube::Client, prefix: &str) -> (String, String, String) {
-    let producer = unique(prefix);
-    let consumer = unique(&format!("{prefix}-c"));
-    let ns = ready_domain(client, &producer, "").await;
-    ready_domain(client, &consumer, "").await;
-    (producer, consumer, ns)
-}
-
 #[tokio::test]
 async fn a_new_product_costs_one_write_per_child_plus_status_and_finalizer() {
     operator();

@@ -230,8 +230,7 @@ fn is_child<K: Resource>(object: &K, domain: &ValidDomain<'_>) -> bool {
 async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Context, child: &K, written: Guarded) {
     let kind = K::kind(&());
     ctx.metrics.applied(&kind, written.outcome.as_str());
-    if written.drift.is_some() || !written.revoked.is_empty() {
-        ctx.report_drift(domain, &child.object_ref(&()), &written).await;
+    if ctx.report_drift(domain, &child.object_ref(&()), &written).await {
         return;
     }
     let reason = match written.outcome {

@@ -378,13 +378,15 @@ impl Context {
 impl Context {
     /// Publishes a Warning Event about `owner` for each change of another
     /// writer's that an apply of `child` undid: a deletion, an edit, entries
-    /// added to a list that grants access.
+    /// added to a list that grants access. An edit undone against a named
+    /// field manager is left to the conflict's own Warning, which names the
+    /// writer and its fields. True when it published.
     pub async fn report_drift<K: Resource<DynamicType = ()>>(
         &self,
         owner: &K,
         child: &k8s_openapi::api::core::v1::ObjectReference,
         written: &crate::apply::Guarded,
-    ) {
+    ) -> bool {
         use kube::runtime::events::EventType;
         let kind = child.kind.as_deref().unwrap_or_default();
         let name = child.name.as_deref().unwrap_or_default();
@@ -394,7 +396,7 @@ impl Context {
             Some(crate::apply::Drift::Restored) => {
                 notes.push((reason::DRIFT_CORRECTED, format!("Restored {kind} {name}{place}, which another writer deleted")))
             }
-            Some(crate::apply::Drift::Reverted) if written.revoked.is_empty() => notes.push((
+            Some(crate::apply::Drift::Reverted) if written.revoked.is_empty() && written.conflict.is_none() => notes.push((
                 reason::DRIFT_CORRECTED,
                 format!("Reverted {kind} {name}{place}: another writer changed fields that meshplane manages"),
             )),
@@ -406,10 +408,12 @@ impl Context {
                 format!("Removed from {kind} {name}{place} access meshplane did not grant: {}", grant.describe()),
             ));
         }
+        let published = !notes.is_empty();
         for (why, note) in notes {
             tracing::warn!(owner = %owner.meta().name.as_deref().unwrap_or_default(), "{note}");
             self.publish(owner, EventType::Warning, why, "Restore", note, Some(child.clone())).await;
         }
+        published
     }
 }
 

@@ -1073,13 +1073,8 @@ async fn note(
     };
     ctx.metrics.applied(&kind, label);
     let at = (product.name_any(), product.namespace().unwrap_or_default());
-    // A conflict's Warning below names the writer and its fields: an edit
-    // with one is said there; a deletion, an edit without one (a field
-    // another writer took by force) and removed grants are said here.
-    let edit_with_conflict = guarded.drift == Some(crate::apply::Drift::Reverted) && guarded.conflict.is_some();
-    if (guarded.drift.is_some() && !edit_with_conflict) || !guarded.revoked.is_empty() {
-        // Said in a Warning of its own, not among the pass's changes.
-        ctx.report_drift(product, &child, guarded).await;
+    // Said in a Warning of its own, not among the pass's changes.
+    if ctx.report_drift(product, &child, guarded).await {
         return;
     }
     match &guarded.conflict {

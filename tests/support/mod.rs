@@ -322,6 +322,21 @@ pub fn domain_manifest(name: &str, spec: &str) -> String {
     format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataDomain\nmetadata:\n  name: {name}\nspec:\n{spec}")
 }
 
+/// A DataProduct manifest with the given (indented) spec lines.
+pub fn product_manifest(namespace: &str, name: &str, spec: &str) -> String {
+    format!("apiVersion: meshplane.dev/v1alpha1\nkind: DataProduct\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}")
+}
+
+/// Two Ready domains, a producer and a consumer, named after `prefix`:
+/// (producer, consumer, the producer's namespace).
+pub async fn producer_and_consumer(client: &Client, prefix: &str) -> (String, String, String) {
+    let producer = unique(prefix);
+    let consumer = unique(&format!("{prefix}-c"));
+    let ns = ready_domain(client, &producer, "").await;
+    ready_domain(client, &consumer, "").await;
+    (producer, consumer, ns)
+}
+
 /// Creates a domain and waits until it is Ready; returns its namespace.
 pub async fn ready_domain(client: &Client, name: &str, spec: &str) -> String {
     apply(&domain_manifest(name, spec));
