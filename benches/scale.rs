@@ -40,7 +40,6 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use meshplane::api::{DataDomain, DataProduct};
-use meshplane::render;
 use serde_json::{Value, json};
 
 const MANAGER: &str = "meshplane-bench";
@@ -488,7 +487,7 @@ fn plain_dynamic(object: &DynamicObject) -> Value {
 /// Renders the floor's objects with meshplane's renderers: per domain, its
 /// namespace, then everything else of it; per product, its children.
 fn floor_objects(settings: &Settings) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
-    let domain_settings = render::domain::DomainSettings::default();
+    let domain_settings = meshplane::domain::settings::DomainSettings::default();
     let mut domains = Vec::new();
     for i in 0..settings.domains {
         let mut d: DataDomain = serde_json::from_value(domain(&domain_name("f", i))).unwrap();
@@ -498,8 +497,8 @@ fn floor_objects(settings: &Settings) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let by_name: BTreeMap<String, Arc<DataDomain>> = domains.iter().map(|d| (d.name_any(), Arc::new(d.clone()))).collect();
     let (mut namespaces, mut tenant, mut children) = (Vec::new(), Vec::new(), Vec::new());
     for d in &domains {
-        let valid = render::domain::validate(d, &domain_settings).unwrap();
-        let bundle = render::domain::render(&valid, &domain_settings);
+        let valid = meshplane::domain::validate::validate(d, &domain_settings).unwrap();
+        let bundle = meshplane::domain::build::render(&valid, &domain_settings);
         namespaces.push(plain(&bundle.namespace));
         tenant.extend(bundle.role_bindings.iter().map(plain));
         tenant.push(plain(&bundle.quota));
@@ -509,15 +508,15 @@ fn floor_objects(settings: &Settings) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     for j in 0..settings.products {
         let i = j % settings.domains;
         let d = &domains[i];
-        let ns = render::domain::namespace_name(d, &domain_settings);
+        let ns = meshplane::domain::validate::namespace_name(d, &domain_settings);
         let mut p: DataProduct =
             serde_json::from_value(product(&format!("p{j:05}"), &ns, &domain_name("f", (i + 1) % settings.domains))).unwrap();
         p.metadata.uid = Some(format!("floor-p{j}"));
-        let valid = render::product::validate(&p, d).unwrap();
+        let valid = meshplane::product::validate::validate(&p, d).unwrap();
         let find = |name: &str| by_name.get(name).cloned();
-        let namespace_of = |d: &DataDomain| render::domain::namespace_name(d, &domain_settings);
-        let consumers = render::product::resolve_consumers(&valid, &find, &namespace_of);
-        let bundle = render::product::render(&valid, &[], &consumers);
+        let namespace_of = |d: &DataDomain| meshplane::domain::validate::namespace_name(d, &domain_settings);
+        let consumers = meshplane::product::resolve::resolve_consumers(&valid, &find, &namespace_of);
+        let bundle = meshplane::product::build::render(&valid, &[], &consumers);
         children.push(plain(&bundle.service_account));
         children.push(plain(&bundle.descriptor));
         for (_, _, objects) in &bundle.storage {

@@ -78,3 +78,16 @@ pub const FINALIZER_PRODUCT: &str = "meshplane.dev/storage-protection";
 
 /// The GovernancePolicy an admission object was compiled from.
 pub const LABEL_POLICY: &str = "meshplane.dev/policy";
+
+/// The lists of a child kind of which every entry grants access (a
+/// binding's subjects, a role's rules, a network policy's rules), by path.
+/// Such a list is meshplane's whole, empty included: an entry another
+/// writer added is seen and removed, never kept as someone else's field.
+pub fn granting_fields(kind: &str) -> &'static [&'static [&'static str]] {
+    match kind {
+        "RoleBinding" | "ClusterRoleBinding" => &[&["subjects"]],
+        "Role" | "ClusterRole" => &[&["rules"]],
+        "NetworkPolicy" => &[&["spec", "ingress"], &["spec", "egress"]],
+        _ => &[],
+    }
+}

@@ -168,7 +168,7 @@ pub fn lint(files: &[(String, String)], namespace_prefix: &str) -> Vec<Finding> 
     for (i, product) in &products {
         let doc = &docs[*i];
         let namespace = product.metadata.namespace.as_deref().unwrap_or_default();
-        let domain = domains.iter().find(|d| crate::render::domain::namespace_name(d, &settings(namespace_prefix)) == namespace);
+        let domain = domains.iter().find(|d| crate::domain::validate::namespace_name(d, &settings(namespace_prefix)) == namespace);
         for policy in &policies {
             let applies = match domain {
                 Some(d) => governance::selects(policy, d),
@@ -198,8 +198,8 @@ pub fn lint(files: &[(String, String)], namespace_prefix: &str) -> Vec<Finding> 
     findings
 }
 
-fn settings(prefix: &str) -> crate::render::domain::DomainSettings {
-    crate::render::domain::DomainSettings { namespace_prefix: prefix.to_string(), ..Default::default() }
+fn settings(prefix: &str) -> crate::domain::settings::DomainSettings {
+    crate::domain::settings::DomainSettings { namespace_prefix: prefix.to_string(), ..Default::default() }
 }
 
 fn finding(doc: &Document, line: usize, rule: &str, message: String) -> Finding {
@@ -230,7 +230,7 @@ fn check_schema(schema: &Value, value: &Value, path: &str, k8s_object: bool, out
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
             out.push((here, "must be an integer or a string".into()));
         } else if let Some(s) = value.as_str()
-            && crate::apply::parse_quantity(s).is_none()
+            && crate::plumbing::quantity::parse_quantity(s).is_none()
         {
             out.push((here, format!("`{s}` is not a quantity")));
         }

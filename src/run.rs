@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::watch;
 
-use crate::controllers::{self, Readiness, Settings};
+use crate::domain::settings::DomainSettings;
 use crate::leader;
-use crate::render::domain::DomainSettings;
+use crate::operator::{self, Readiness, Settings};
 use crate::server;
 use crate::telemetry::Metrics;
 
@@ -117,7 +117,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let catalog = crate::catalog::http::router(crate::catalog::http::CatalogState::new(client.clone(), caches_rx, options.catalog_auth));
     let catalog_addr = options.catalog_addr;
     let catalog = server::serve(catalog_addr, catalog, stopped(stop_rx.clone()));
-    let controllers = controllers::run(client, settings, metrics, readiness, leadership, caches_tx, stopped(stop_rx).shared());
+    let controllers = operator::run(client, settings, metrics, readiness, leadership, caches_tx, stopped(stop_rx).shared());
     let (served, catalog_served, ()) = tokio::join!(http, catalog, controllers);
     if let Err(source) = catalog_served {
         return Err(RunError::Serve { addr: catalog_addr, source });

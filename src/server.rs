@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::controllers::Readiness;
+use crate::operator::Readiness;
 use crate::telemetry::Metrics;
 
 #[derive(Clone)]

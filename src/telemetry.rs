@@ -131,7 +131,7 @@ impl Default for Metrics {
         for kind in ["DataDomain", "DataProduct", "GovernancePolicy"] {
             let _ = reconciliations.get_or_create(&KindLabels { kind });
             let _ = in_flight.get_or_create(&KindLabels { kind });
-            for category in crate::controllers::error::CATEGORIES {
+            for category in crate::error::CATEGORIES {
                 let _ = errors.get_or_create(&ErrorLabels { kind, category });
             }
         }

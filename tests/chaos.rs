@@ -667,7 +667,7 @@ async fn a_foreign_field_manager_is_restored_reported_and_not_fought_forever() {
     // A field meshplane manages, changed by `kubectl patch`: restored, with a
     // Warning naming the object, the manager and the field, each time up to
     // the limit.
-    let limit = meshplane::apply::CONFLICT_LIMIT;
+    let limit = meshplane::write::CONFLICT_LIMIT;
     let mut restored_in = Vec::new();
     for round in 1..=limit {
         kubectl(&["patch", "deployment", deployment, "-n", &ns, "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#]);

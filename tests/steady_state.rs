@@ -138,7 +138,7 @@ async fn a_child_that_digests_differently_is_read_once_and_not_written() {
     wait_product(&client, &ns, "read-once", "Ready", "True").await;
     settled_writes(audit_mark()).await;
     let mark = audit_mark();
-    let account = meshplane::render::product::service_account_name("read-once");
+    let account = meshplane::product::build::service_account_name("read-once");
     kubectl(&["label", "serviceaccount", "-n", &ns, &account, "added=by-hand", "--field-manager", "meshplane"]);
     let of_account = |r: &Write| r.namespace == ns && r.resource == "serviceaccounts" && r.name == account;
     wait_until("meshplane to read the relabelled ServiceAccount", Duration::from_secs(30), || async {

@@ -3,15 +3,13 @@
 //! side by side so they cannot drift apart (a test feeds both the same
 //! manifests). No client: the controller, `meshplane lint` and tests call in.
 
-pub mod admission;
-
 use jiff::civil::Date;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::policy::{GovernancePolicy, Rules};
 use crate::api::product::{Classification, Lifecycle, StorageKind};
 use crate::api::{DataDomain, DataProduct};
-use crate::apply::parse_quantity;
+use crate::plumbing::quantity::parse_quantity;
 
 /// One broken rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,11 +125,10 @@ pub fn evaluate(policy: &GovernancePolicy, product: &DataProduct, today: Date) -
     if let Some(max) = &r.max_storage_size {
         let limit = parse_quantity(&max.0);
         for (i, s) in spec.storage.iter().enumerate() {
-            let size = s.size.as_ref().and_then(|q| parse_quantity(&q.0));
-            if let (Some(size), Some(limit)) = (size, limit)
+            let asked = s.size.as_ref().map(|q| q.0.as_str()).unwrap_or_default();
+            if let (Some(size), Some(limit)) = (parse_quantity(asked), limit)
                 && size > limit
             {
-                let asked = &s.size.as_ref().unwrap().0;
                 violation("max-storage-size", format!("spec.storage[{i}].size"), format!("size {asked} exceeds the maximum of {}", max.0));
             }
         }
@@ -425,21 +422,5 @@ mod tests {
         let selector: LabelSelector = serde_saphyr::from_str("matchExpressions: [{key: tier, operator: NotIn, values: [prod]}]").unwrap();
         assert!(!selector_matches(Some(&selector), &labels));
         assert!(selector_matches(None, &labels));
-    }
-
-    #[test]
-    fn bindings_carry_the_enforcement_and_the_scope() {
-        let mut p = policy("{requireOwner: true}");
-        p.spec.enforcement = crate::api::policy::Enforcement::Warn;
-        let binding = admission::render_binding(&p, Some(&["orders".to_string()]));
-        let spec = binding.spec.unwrap();
-        assert_eq!(spec.validation_actions, Some(vec!["Warn".to_string()]));
-        let expr = &spec.match_resources.unwrap().namespace_selector.unwrap().match_expressions.unwrap()[0];
-        assert_eq!(
-            (expr.key.as_str(), expr.operator.as_str(), expr.values.clone()),
-            ("meshplane.dev/domain", "In", Some(vec!["orders".to_string()]))
-        );
-        let vap = admission::render_policy(&p, today());
-        assert_eq!(vap.spec.unwrap().validations.unwrap().len(), 1);
     }
 }

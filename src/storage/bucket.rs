@@ -2,14 +2,12 @@
 //! (objectstorage.k8s.io/v1alpha1), whose driver writes the credentials
 //! Secret that pipelines mount.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 
-use super::{Backend, Lookup, ProductRef, StorageState, Wiring, env, env_name, object_meta};
+use super::{Backend, Explanation, Lookup, ProductRef, StorageState, Wiring, env, env_name, object_meta};
 use crate::api::product::{Mount, Storage};
 
 pub struct Bucket;
@@ -107,12 +105,7 @@ impl Backend for Bucket {
         }
     }
 
-    fn explain<'a>(
-        &'a self,
-        _: &'a Lookup<'a>,
-        _: &'a StorageState,
-        _: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<StorageState>> {
-        async { None }.boxed()
+    fn explain(&self, _: &Lookup<'_>, _: &StorageState, _: &[Option<DynamicObject>]) -> Explanation {
+        Explanation::Nothing
     }
 }

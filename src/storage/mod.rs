@@ -6,15 +6,13 @@
 mod bucket;
 mod volume;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, Event, Volume, VolumeMount};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::Client;
 use kube::api::DynamicObject;
 use kube::core::ApiResource;
-use kube::runtime::reflector::Store;
 
 use crate::api::product::{Mount, Storage, StorageKind};
 
@@ -57,11 +55,28 @@ pub const SETTLING: Duration = Duration::from_secs(10);
 
 /// What a backend consults to explain storage that is not ready.
 pub struct Lookup<'a> {
-    pub client: &'a Client,
-    pub namespace: &'a str,
-    /// The cluster's storage classes, cached.
-    pub storage_classes: &'a Store<StorageClass>,
+    /// A storage class of the cluster's, by name (from the cache).
+    pub storage_class: &'a (dyn Fn(&str) -> Option<Arc<StorageClass>> + Sync),
     pub now: jiff::Timestamp,
+}
+
+/// What [`Backend::explain`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Explanation {
+    /// Nothing more to say.
+    Nothing,
+    /// The storage is in this state after all.
+    State(StorageState),
+    /// The newest Event about this object says why (read it, then
+    /// [`explained_by`]): `what` names the object to a reader ("claim").
+    Events { kind: &'static str, what: &'static str, name: String },
+}
+
+/// `state`, explained by the newest Event about the object `name`.
+pub fn explained_by(state: &StorageState, what: &str, name: &str, event: &Event) -> StorageState {
+    let reason = event.reason.as_deref().unwrap_or_default();
+    let message = event.message.as_deref().unwrap_or_default();
+    StorageState { message: format!("{what} {name}: {reason}: {message}"), ..state.clone() }
 }
 
 /// One kind of storage.
@@ -83,15 +98,10 @@ pub trait Backend: Send + Sync {
     fn state(&self, storage: &Storage, current: &[Option<DynamicObject>]) -> StorageState;
 
     /// A closer look at storage that [`Backend::state`] found not ready: the
-    /// state it is in after all (waiting by design is ready), with the reason
-    /// Kubernetes gives; `None` when there is nothing more to say. Storage
-    /// younger than [`SETTLING`] costs no request.
-    fn explain<'a>(
-        &'a self,
-        lookup: &'a Lookup<'a>,
-        state: &'a StorageState,
-        current: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<StorageState>>;
+    /// state it is in after all (waiting by design is ready), or the object
+    /// whose Events give Kubernetes' reason (pure). Storage younger than
+    /// [`SETTLING`] is normally on its way: nothing more to say.
+    fn explain(&self, lookup: &Lookup<'_>, state: &StorageState, current: &[Option<DynamicObject>]) -> Explanation;
 }
 
 /// The backend of a storage kind.
@@ -127,7 +137,7 @@ pub(crate) fn object_meta(product: &ProductRef<'_>, name: String, storage: &str)
             (keys::LABEL_COMPONENT.to_string(), "storage".to_string()),
             (keys::LABEL_STORAGE.to_string(), storage.to_string()),
         ])),
-        owner_references: Some(vec![crate::render::product::owner_reference(product.name, product.uid)]),
+        owner_references: Some(vec![crate::plumbing::controller_owner::<crate::api::DataProduct>(product.name, product.uid)]),
         ..Default::default()
     }
 }

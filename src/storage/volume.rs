@@ -2,17 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::core::ApiResource;
-use kube::runtime::reflector::ObjectRef;
 
-use super::{Backend, Lookup, ProductRef, SETTLING, StorageState, Wiring, env, env_name, object_meta};
+use super::{Backend, Explanation, Lookup, ProductRef, SETTLING, StorageState, Wiring, env, env_name, object_meta};
 use crate::api::product::{Mount, Storage};
 
 pub struct VolumeClaim;
@@ -102,45 +99,38 @@ impl Backend for VolumeClaim {
         }
     }
 
-    fn explain<'a>(
-        &'a self,
-        lookup: &'a Lookup<'a>,
-        state: &'a StorageState,
-        current: &'a [Option<DynamicObject>],
-    ) -> BoxFuture<'a, Option<StorageState>> {
-        async move {
-            let pvc = claim(current)?;
-            let name = pvc.name_any();
-            let still = |message: String| StorageState { message, ..state.clone() };
-            // A class that binds on first use is waiting by design.
-            if let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
-                match lookup.storage_classes.get(&ObjectRef::new(&class)) {
-                    Some(sc) if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
-                        return Some(StorageState {
-                            ready: true,
-                            reason: "WaitForFirstConsumer",
-                            message: format!(
-                                "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
-                            ),
-                        });
-                    }
-                    Some(_) => {}
-                    None => return Some(still(format!("claim {name} names storage class `{class}`, which does not exist"))),
+    fn explain(&self, lookup: &Lookup<'_>, state: &StorageState, current: &[Option<DynamicObject>]) -> Explanation {
+        let Some(pvc) = claim(current) else {
+            return Explanation::Nothing;
+        };
+        let name = pvc.name_any();
+        // A class that binds on first use is waiting by design.
+        if let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
+            match (lookup.storage_class)(&class) {
+                Some(sc) if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
+                    return Explanation::State(StorageState {
+                        ready: true,
+                        reason: "WaitForFirstConsumer",
+                        message: format!(
+                            "WaitForFirstConsumer: claim {name} binds when the first pod that uses it is scheduled (class {class})"
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let message = format!("claim {name} names storage class `{class}`, which does not exist");
+                    return Explanation::State(StorageState { message, ..state.clone() });
                 }
             }
-            // A new claim is normally binding: the reason is read from its
-            // Events only once it has waited longer than that.
-            let created = pvc.metadata.creation_timestamp.as_ref()?.0;
-            if lookup.now.duration_since(created).as_secs_f64() < SETTLING.as_secs_f64() {
-                return None;
-            }
-            let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(lookup.client.clone(), lookup.namespace)
-                .list(&ListParams::default().fields(&format!("involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}")))
-                .await
-                .ok()?;
-            let newest = events.items.into_iter().max_by_key(|e| e.last_timestamp.clone().map(|t| t.0))?;
-            Some(still(format!("claim {name}: {}: {}", newest.reason.unwrap_or_default(), newest.message.unwrap_or_default())))
         }
-        .boxed()
+        // A new claim is normally binding: the reason is read from its
+        // Events only once it has waited longer than that.
+        let Some(created) = pvc.metadata.creation_timestamp.as_ref().map(|t| t.0) else {
+            return Explanation::Nothing;
+        };
+        if lookup.now.duration_since(created).as_secs_f64() < SETTLING.as_secs_f64() {
+            return Explanation::Nothing;
+        }
+        Explanation::Events { kind: "PersistentVolumeClaim", what: "claim", name }
     }
 }

@@ -43,10 +43,10 @@ use kube::{Client, Resource, ResourceExt};
 use meshplane::api::conditions::status_of;
 use meshplane::api::product::{DeletionPolicy, Storage};
 use meshplane::api::{DataDomain, DataProduct};
-use meshplane::apply::contains;
+use meshplane::domain::settings::DomainSettings;
+use meshplane::domain::validate::namespace_name;
 use meshplane::keys;
-use meshplane::render::domain::{self as render_domain, DomainSettings, namespace_name};
-use meshplane::render::product as render_product;
+use meshplane::plumbing::compare::contains;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -235,14 +235,14 @@ async fn check_inner(client: &Client, prefix: &str, deleted: &[Deleted]) -> Resu
             let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
             violations.push(format!("DataDomain {name} is not Ready: {:?}", ready.map(|c| (&c.reason, &c.message))));
         }
-        let valid = match render_domain::validate(domain, &settings) {
+        let valid = match meshplane::domain::validate::validate(domain, &settings) {
             Ok(valid) => valid,
             Err(e) => {
                 violations.push(format!("DataDomain {name} is invalid: {e}"));
                 continue;
             }
         };
-        let bundle = render_domain::render(&valid, &settings);
+        let bundle = meshplane::domain::build::render(&valid, &settings);
         let parent = format!("DataDomain {name}");
         let uid = valid.uid.to_string();
         expected_namespaces.insert(namespace.clone(), (json(&bundle.namespace), uid.clone(), parent.clone()));
@@ -277,16 +277,16 @@ async fn check_inner(client: &Client, prefix: &str, deleted: &[Deleted]) -> Resu
                     violations.push(format!("{what}: {}={} ({}: {})", c.type_, c.status, c.reason, c.message));
                 }
             }
-            let valid = match render_product::validate(product, domain) {
+            let valid = match meshplane::product::validate::validate(product, domain) {
                 Ok(valid) => valid,
                 Err(e) => {
                     violations.push(format!("{what} is invalid: {e}"));
                     continue;
                 }
             };
-            let inputs = render_product::resolve_inputs(&valid, &find_domain, &find_product, &namespace_of);
-            let consumers = render_product::resolve_consumers(&valid, &find_domain, &namespace_of);
-            let bundle = render_product::render(&valid, &inputs, &consumers);
+            let inputs = meshplane::product::resolve::resolve_inputs(&valid, &find_domain, &find_product, &namespace_of);
+            let consumers = meshplane::product::resolve::resolve_consumers(&valid, &find_domain, &namespace_of);
+            let bundle = meshplane::product::build::render(&valid, &inputs, &consumers);
             let uid = valid.uid.to_string();
             live.insert((namespace.clone(), pname.clone()), (uid.clone(), product.spec.storage.iter().map(|s| s.name.clone()).collect()));
             let mut expect = |kind: &str, name: String, desired: Value| {

@@ -1,7 +1,29 @@
-//! The reconcile error: what failed, with context, and whether retrying can
-//! help. Spec problems are not errors here: they become a `Stalled` condition.
+//! The reconcile error: what failed, with context, and a bounded category
+//! for metrics. Spec problems are not errors here: they become a `Stalled`
+//! condition.
 
-use crate::apply::ApplyError;
+/// A failed write, naming the object.
+#[derive(Debug, thiserror::Error)]
+#[error("applying {kind} {name}: {source}")]
+pub struct ApplyError {
+    pub kind: String,
+    pub name: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+impl ApplyError {
+    /// The API server's message when a ResourceQuota refused the object
+    /// ("... is forbidden: exceeded quota: <quota>, requested: ..., used:
+    /// ..., limited: ..."): not a fault of meshplane's, and not one that a
+    /// quick retry cures.
+    pub fn quota_exceeded(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(status) if status.code == 403 && status.message.contains("exceeded quota") => Some(&status.message),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

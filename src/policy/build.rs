@@ -9,12 +9,12 @@ use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 
-use super::compile;
 use crate::api::policy::{Enforcement, GovernancePolicy};
+use crate::governance::compile;
 use crate::keys;
+use crate::plumbing::controller_owner;
 
 /// The name of both admission objects of a policy.
 pub fn admission_name(policy: &str) -> String {
@@ -52,14 +52,7 @@ fn meta(policy: &GovernancePolicy) -> ObjectMeta {
             (keys::LABEL_MANAGED_BY.to_string(), keys::MANAGED_BY.to_string()),
             (keys::LABEL_POLICY.to_string(), name.to_string()),
         ])),
-        owner_references: Some(vec![OwnerReference {
-            api_version: GovernancePolicy::api_version(&()).into_owned(),
-            kind: GovernancePolicy::kind(&()).into_owned(),
-            name: name.to_string(),
-            uid: policy.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
+        owner_references: Some(vec![controller_owner::<GovernancePolicy>(name, policy.metadata.uid.as_deref().unwrap_or_default())]),
         ..Default::default()
     }
 }
@@ -127,5 +120,34 @@ pub fn render_binding(policy: &GovernancePolicy, selected_domains: Option<&[Stri
             }),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &str) -> GovernancePolicy {
+        serde_saphyr::from_str(&format!("metadata: {{name: std}}\nspec:\n  rules: {rules}")).unwrap()
+    }
+
+    fn today() -> Date {
+        Date::new(2026, 11, 25).unwrap()
+    }
+
+    #[test]
+    fn bindings_carry_the_enforcement_and_the_scope() {
+        let mut p = policy("{requireOwner: true}");
+        p.spec.enforcement = Enforcement::Warn;
+        let binding = render_binding(&p, Some(&["orders".to_string()]));
+        let spec = binding.spec.unwrap();
+        assert_eq!(spec.validation_actions, Some(vec!["Warn".to_string()]));
+        let expr = &spec.match_resources.unwrap().namespace_selector.unwrap().match_expressions.unwrap()[0];
+        assert_eq!(
+            (expr.key.as_str(), expr.operator.as_str(), expr.values.clone()),
+            ("meshplane.dev/domain", "In", Some(vec!["orders".to_string()]))
+        );
+        let vap = render_policy(&p, today());
+        assert_eq!(vap.spec.unwrap().validations.unwrap().len(), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! references, creation, deletion).
 //!
 //! The applier compares what it would write with what the cluster holds
-//! (see [`crate::apply::contains`]), and that comparison only ever reads the
+//! (see [`contains`]), and that comparison only ever reads the
 //! fields meshplane writes. Everything else on a child (the API server's
 //! defaults, status, other managers' fields) is dropped as the watch delivers
 //! it, and of meshplane's fields only their [`digest`] is kept: a CronJob held
@@ -30,7 +30,9 @@ use kube::Resource;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::keys;
+use super::compare::{contains, insert, is_zero, pointer};
+use super::quantity::parse_quantity;
+use crate::keys::{self, granting_fields};
 
 /// A child kind as its cache keeps it (see the module docs).
 pub struct Owned<K> {
@@ -138,7 +140,7 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
         // Entries of a granting list that meshplane did not set still count
         // as the list's: whoever added them widened someone's access.
         for (path, value) in granting {
-            if !crate::apply::is_zero(&value) && pointer(&object, path) != Some(&value) {
+            if !is_zero(&value) && pointer(&object, path) != Some(&value) {
                 insert(&mut object, path, value);
             }
         }
@@ -149,7 +151,7 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
     }
 
     /// The object as meshplane's fields make it up: what
-    /// [`crate::apply::contains`] compares a desired object with. A kind
+    /// [`contains`] compares a desired object with. A kind
     /// kept as a digest has only its looked-up metadata here: read it whole
     /// with [`Owned::comparable`].
     pub fn current(&self) -> Result<Value, serde_json::Error> {
@@ -185,10 +187,10 @@ impl<K: Resource<DynamicType = ()> + Served> Owned<K> {
     /// would apply) with an equal value.
     pub fn holds(&self, desired: &Value) -> Result<Holds, serde_json::Error> {
         let Fields::Digest(cached) = self.fields else {
-            return Ok(if crate::apply::contains(&self.current()?, desired) { Holds::Yes } else { Holds::No });
+            return Ok(if contains(&self.current()?, desired) { Holds::Yes } else { Holds::No });
         };
         if let Some(owners) = desired.pointer("/metadata/ownerReferences")
-            && !crate::apply::contains(&serde_json::to_value(&self.metadata.owner_references)?, owners)
+            && !contains(&serde_json::to_value(&self.metadata.owner_references)?, owners)
         {
             return Ok(Holds::No);
         }
@@ -219,7 +221,7 @@ fn take_looked_up(object: &mut Map<String, Value>) -> Map<String, Value> {
     looked_up
 }
 
-/// A 64-bit digest of `value` as [`crate::apply::contains`] compares it:
+/// A 64-bit digest of `value` as [`contains`] compares it:
 /// members with a zero value are left out (they match absent ones), numbers
 /// count by their value, and so do strings that are quantities ("1Gi" and
 /// "1024Mi" digest alike). Two values that digest alike are equal to the
@@ -236,7 +238,7 @@ fn feed(value: &Value, h: &mut impl Hasher) {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
         Value::Number(n) => (2u8, n.as_f64().unwrap_or(f64::NAN).to_bits()).hash(h),
-        Value::String(s) => match crate::apply::parse_quantity(s) {
+        Value::String(s) => match parse_quantity(s) {
             // Rounded as `contains` compares quantities (to a few ulps).
             Some(q) => (3u8, format!("{q:.12e}")).hash(h),
             None => (4u8, s).hash(h),
@@ -259,7 +261,7 @@ fn feed(value: &Value, h: &mut impl Hasher) {
 }
 
 /// Whether [`digest`] leaves a member out: a zero value, as
-/// [`crate::apply::contains`] matches it with an absent one, but for `false`.
+/// [`contains`] matches it with an absent one, but for `false`.
 /// A `false` meshplane applies is one the API server keeps (`*bool` fields:
 /// `automountServiceAccountToken`, `allowPrivilegeEscalation`), and when
 /// another writer turns it on, meshplane's fields lose it: the digest must
@@ -269,100 +271,13 @@ fn left_out(value: &Value) -> bool {
         Value::Bool(_) => false,
         Value::Object(members) => members.values().all(left_out),
         Value::Array(items) => items.is_empty(),
-        other => crate::apply::is_zero(other),
+        other => is_zero(other),
     }
 }
 
 impl<'de, K: Resource<DynamicType = ()> + Served> Deserialize<'de> for Owned<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Owned::from_value(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The lists of a child kind of which every entry grants access (a
-/// binding's subjects, a role's rules, a network policy's rules), by path.
-/// Such a list is meshplane's whole, empty included: an entry another
-/// writer added is seen and removed, never kept as someone else's field.
-pub fn granting_fields(kind: &str) -> &'static [&'static [&'static str]] {
-    match kind {
-        "RoleBinding" | "ClusterRoleBinding" => &[&["subjects"]],
-        "Role" | "ClusterRole" => &[&["rules"]],
-        "NetworkPolicy" => &[&["spec", "ingress"], &["spec", "egress"]],
-        _ => &[],
-    }
-}
-
-/// Entries that another writer added to a list that grants access.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForeignGrant {
-    /// The list, as the API server names fields: `.subjects`.
-    pub field: String,
-    /// The field managers other than meshplane that own the list.
-    pub managers: Vec<String>,
-    /// The entries meshplane does not want, as compact JSON.
-    pub entries: Vec<String>,
-}
-
-impl ForeignGrant {
-    /// `field manager "kubectl-edit" added {"kind":"User","name":"eve"} to .subjects`
-    pub fn describe(&self) -> String {
-        let who = match self.managers.as_slice() {
-            [] => "another writer".to_string(),
-            managers => format!("field manager {}", managers.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")),
-        };
-        format!("{who} added {} to {}", self.entries.join(", "), self.field)
-    }
-}
-
-/// What `served` (a child as the API server serves it, managedFields
-/// included) holds in its granting lists beyond what `desired` asks for,
-/// and who put it there.
-pub fn foreign_grants(kind: &str, served: &Value, desired: &Value) -> Vec<ForeignGrant> {
-    let managed = served.pointer("/metadata/managedFields").and_then(Value::as_array);
-    granting_fields(kind)
-        .iter()
-        .filter_map(|path| {
-            let wanted = pointer(desired, path).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-            let entries: Vec<String> = pointer(served, path)?
-                .as_array()?
-                .iter()
-                .filter(|entry| !wanted.iter().any(|w| crate::apply::contains(entry, w)))
-                .map(|entry| entry.to_string())
-                .collect();
-            if entries.is_empty() {
-                return None;
-            }
-            let set_path: Vec<String> = path.iter().map(|key| format!("f:{key}")).collect();
-            let managers = managed
-                .into_iter()
-                .flatten()
-                .filter(|entry| entry.get("manager").and_then(Value::as_str) != Some(keys::FIELD_MANAGER))
-                .filter(|entry| {
-                    let fields = entry.get("fieldsV1");
-                    fields.is_some_and(|f| set_path.iter().try_fold(f, |at, key| at.get(key)).is_some())
-                })
-                .filter_map(|entry| Some(entry.get("manager")?.as_str()?.to_string()))
-                .collect();
-            Some(ForeignGrant { field: format!(".{}", path.join(".")), managers, entries })
-        })
-        .collect()
-}
-
-/// The value at `path` in `object`, if any.
-pub fn pointer<'a>(object: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(object, |value, key| value.get(key))
-}
-
-/// Sets the value at `path` in `object`, making the objects on the way.
-pub fn insert(object: &mut Value, path: &[&str], value: Value) {
-    let Some((last, parents)) = path.split_last() else { return };
-    let mut at = object;
-    for key in parents {
-        let Some(map) = at.as_object_mut() else { return };
-        at = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
-    }
-    if let Some(map) = at.as_object_mut() {
-        map.insert(last.to_string(), value);
     }
 }
 
@@ -548,9 +463,9 @@ mod tests {
     fn what_meshplane_applied_compares_equal_and_a_change_does_not() {
         let current = Owned::<CronJob>::comparable(served()).unwrap();
         let mut applied = applied();
-        assert!(crate::apply::contains(&current, &applied));
+        assert!(contains(&current, &applied));
         applied["spec"]["schedule"] = "0 4 * * *".into();
-        assert!(!crate::apply::contains(&current, &applied));
+        assert!(!contains(&current, &applied));
     }
 
     #[test]
@@ -634,60 +549,5 @@ mod tests {
         let mut value = json!({"resources": {"limits": {"cpu": "1"}}});
         retain(&mut value, &json!({"f:resources": {".": {}}}));
         assert_eq!(value, json!({"resources": {}}));
-    }
-
-    fn viewers(subjects: Value, managed: Value) -> Value {
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "meshplane-domain-viewers", "namespace": "dm-a", "managedFields": managed},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshplane-domain-viewer"},
-            "subjects": subjects
-        })
-    }
-
-    fn desired_viewers() -> Value {
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "meshplane-domain-viewers", "namespace": "dm-a"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshplane-domain-viewer"},
-            "subjects": []
-        })
-    }
-
-    #[test]
-    fn a_subject_someone_added_to_an_empty_binding_is_a_difference() {
-        use k8s_openapi::api::rbac::v1::RoleBinding;
-        let ours = json!({"manager": "meshplane", "operation": "Apply", "fieldsV1": {"f:roleRef": {}, "f:subjects": {}}});
-        // As meshplane applied it: no subjects (the API server omits the empty list).
-        let mut applied = viewers(json!(null), json!([ours]));
-        applied.as_object_mut().unwrap().remove("subjects");
-        let owned = Owned::<RoleBinding>::from_value(applied).unwrap();
-        assert_eq!(owned.holds(&desired_viewers()).unwrap(), Holds::Yes);
-        // Someone's update took the list over and added a subject.
-        let eve = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "eve"}]);
-        let theirs = json!({"manager": "widener", "operation": "Update", "fieldsV1": {"f:subjects": {}}});
-        let served = viewers(eve.clone(), json!([{"manager": "meshplane", "operation": "Apply", "fieldsV1": {"f:roleRef": {}}}, theirs]));
-        let owned = Owned::<RoleBinding>::from_value(served.clone()).unwrap();
-        assert!(matches!(owned.holds(&desired_viewers()).unwrap(), Holds::Unknown { .. }));
-        // Read whole, it holds the foreign subject: not what meshplane wants.
-        let comparable = Owned::<RoleBinding>::comparable(served.clone()).unwrap();
-        assert_eq!(comparable["subjects"], eve);
-        assert!(!crate::apply::contains(&comparable, &desired_viewers()));
-        let foreign = foreign_grants("RoleBinding", &served, &desired_viewers());
-        assert_eq!(foreign.len(), 1);
-        assert_eq!(foreign[0].managers, ["widener"]);
-        assert_eq!(foreign[0].field, ".subjects");
-        assert!(foreign[0].describe().contains("\"widener\" added") && foreign[0].describe().contains("eve"), "{}", foreign[0].describe());
-    }
-
-    #[test]
-    fn a_binding_that_holds_only_meshplanes_subjects_has_no_foreign_grant() {
-        let ann = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ann"}]);
-        let served = viewers(ann.clone(), json!([{"manager": "meshplane", "operation": "Apply", "fieldsV1": {"f:subjects": {}}}]));
-        let mut desired = desired_viewers();
-        desired["subjects"] = json!([{"kind": "User", "name": "ann", "apiGroup": "rbac.authorization.k8s.io"}]);
-        assert!(foreign_grants("RoleBinding", &served, &desired).is_empty());
-        // Kinds with no granting list have none.
-        assert!(foreign_grants("ConfigMap", &served, &desired).is_empty());
     }
 }

@@ -13,76 +13,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+use super::settings::DomainSettings;
+use super::validate::ValidDomain;
 use crate::api::domain::NetworkIsolation;
-use crate::api::{DataDomain, DataDomainSpec, Subject};
+use crate::api::{DataDomain, Subject};
 use crate::keys;
-
-/// Operator-wide settings that shape what a domain gets.
-#[derive(Clone, Debug)]
-pub struct DomainSettings {
-    /// Prefix of a domain's default namespace name.
-    pub namespace_prefix: String,
-    /// The namespace meshplane runs in; Strict domains admit traffic from it.
-    pub platform_namespace: String,
-}
-
-impl Default for DomainSettings {
-    fn default() -> Self {
-        DomainSettings { namespace_prefix: "dm-".into(), platform_namespace: "meshplane-system".into() }
-    }
-}
-
-/// A spec problem only the controller can see. Permanent: the domain is
-/// `Stalled` until its spec (or the operator's settings) change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainSpecError {
-    #[error(
-        "the namespace name `{namespace}` (prefix `{prefix}` + domain name) is longer than 63 characters; set spec.namespace to a shorter name"
-    )]
-    NamespaceTooLong { namespace: String, prefix: String },
-    #[error("spec.namespace `{namespace}` is reserved for {why}; choose another namespace")]
-    NamespaceReserved { namespace: String, why: &'static str },
-    #[error("the DataDomain has no uid yet")]
-    MissingUid,
-}
-
-/// A DataDomain whose spec passed the controller's checks, with the names
-/// derived from it.
-#[derive(Debug, Clone)]
-pub struct ValidDomain<'a> {
-    pub name: &'a str,
-    pub uid: &'a str,
-    pub namespace: String,
-    pub spec: &'a DataDomainSpec,
-}
-
-/// The namespace a domain asks for or gets by default (not yet checked).
-pub fn namespace_name(domain: &DataDomain, settings: &DomainSettings) -> String {
-    domain
-        .spec
-        .namespace
-        .clone()
-        .unwrap_or_else(|| format!("{}{}", settings.namespace_prefix, domain.metadata.name.as_deref().unwrap_or_default()))
-}
-
-/// The namespace a domain has: the one its status records, else the one it
-/// asks for or gets by default.
-pub fn current_namespace(domain: &DataDomain, settings: &DomainSettings) -> String {
-    domain.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_else(|| namespace_name(domain, settings))
-}
-
-/// Checks what the CRD schema cannot, and derives the domain's names.
-pub fn validate<'a>(domain: &'a DataDomain, settings: &DomainSettings) -> Result<ValidDomain<'a>, DomainSpecError> {
-    let uid = domain.metadata.uid.as_deref().ok_or(DomainSpecError::MissingUid)?;
-    let namespace = namespace_name(domain, settings);
-    if namespace.len() > 63 {
-        return Err(DomainSpecError::NamespaceTooLong { namespace, prefix: settings.namespace_prefix.clone() });
-    }
-    if namespace == settings.platform_namespace {
-        return Err(DomainSpecError::NamespaceReserved { namespace, why: "the meshplane platform" });
-    }
-    Ok(ValidDomain { name: domain.metadata.name.as_deref().unwrap_or_default(), uid, namespace, spec: &domain.spec })
-}
 
 /// Everything a domain's tenant consists of, in apply order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -350,6 +285,7 @@ pub fn render_network_policies(domain: &ValidDomain<'_>, settings: &DomainSettin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::validate::{DomainSpecError, validate};
 
     fn domain(yaml: &str) -> DataDomain {
         let mut d: DataDomain = serde_saphyr::from_str(yaml).expect("fixture parses");

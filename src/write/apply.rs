@@ -15,20 +15,24 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::conflict::{Conflict, ConflictGuard, parse_conflicts};
+use super::grants::{ForeignGrant, foreign_grants, touches_grants};
+use crate::error::ApplyError;
 use crate::keys;
-use crate::owned::{ForeignGrant, Holds, Owned};
+use crate::plumbing::compare::{contains, contradicted, insert, pointer};
+use crate::plumbing::owned::{Holds, Owned, Served};
 use crate::telemetry::{ChildLabels, DriftLabels};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 
 /// What applying one object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,65 +49,6 @@ impl Outcome {
             Outcome::Updated => "updated",
             Outcome::Unchanged => "unchanged",
         }
-    }
-}
-
-/// A failed write, naming the object.
-#[derive(Debug, thiserror::Error)]
-#[error("applying {kind} {name}: {source}")]
-pub struct ApplyError {
-    pub kind: String,
-    pub name: String,
-    #[source]
-    pub source: kube::Error,
-}
-
-impl ApplyError {
-    /// The API server's message when a ResourceQuota refused the object
-    /// ("... is forbidden: exceeded quota: <quota>, requested: ..., used:
-    /// ..., limited: ..."): not a fault of meshplane's, and not one that a
-    /// quick retry cures.
-    pub fn quota_exceeded(&self) -> Option<&str> {
-        match &self.source {
-            kube::Error::Api(status) if status.code == 403 && status.message.contains("exceeded quota") => Some(&status.message),
-            _ => None,
-        }
-    }
-}
-
-/// Restores of one object against one foreign field manager, within
-/// [`CONFLICT_WINDOW`], after which meshplane stops forcing that object.
-pub const CONFLICT_LIMIT: usize = 3;
-/// How long a restore counts against [`CONFLICT_LIMIT`].
-pub const CONFLICT_WINDOW: Duration = Duration::from_secs(600);
-
-/// Another field manager changed fields that meshplane owns on a child.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict {
-    pub kind: String,
-    pub name: String,
-    /// Each foreign manager, with the fields it changed (as the API server
-    /// names them: `.spec.replicas`), in the API server's order.
-    pub managers: Vec<(String, Vec<String>)>,
-    /// Restores of this object against these managers within the window,
-    /// this one included (when restored).
-    pub restores: usize,
-    /// True: meshplane forced its values back. False: it yielded, and the
-    /// foreign values stay until `retry_after` has passed.
-    pub restored: bool,
-    /// When meshplane will force again (yielded only).
-    pub retry_after: Option<Duration>,
-    /// The conflict touched a list that grants access, which meshplane
-    /// always restores (it never yields those).
-    pub grants: bool,
-}
-
-impl Conflict {
-    /// "field manager \"kubectl-edit\" changed .spec.replicas"
-    pub fn describe(&self) -> String {
-        let parts: Vec<String> =
-            self.managers.iter().map(|(manager, fields)| format!("field manager {manager:?} changed {}", fields.join(", "))).collect();
-        parts.join("; ")
     }
 }
 
@@ -149,98 +94,6 @@ impl Guarded {
     }
 }
 
-/// Remembers, per child and foreign field manager, when meshplane restored
-/// its fields, so that a manager that keeps changing them is not fought
-/// forever.
-///
-/// Each time a plain (unforced) apply of a child is refused with a conflict,
-/// meshplane counts it against every manager named. Below [`CONFLICT_LIMIT`]
-/// restores within [`CONFLICT_WINDOW`] it forces its values back (a Warning
-/// Event says which manager changed which field). At the limit it yields: it
-/// leaves the foreign values in place and the product reports
-/// `Stalled=True`, reason `FieldManagerConflict`, naming the object, the
-/// manager and the fields, so a person decides (remove the other writer or
-/// its change, or stop managing the object elsewhere). It keeps trying plain
-/// applies, which write nothing while the conflict stands and succeed as soon
-/// as the foreign change is gone; once the oldest restore leaves the window it
-/// forces once more. The memory is per process: a restarted or new leader
-/// starts counting afresh, which costs at most [`CONFLICT_LIMIT`] more
-/// restores.
-#[derive(Clone, Default)]
-pub struct ConflictGuard {
-    restores: Arc<Mutex<Restores>>,
-}
-
-/// When meshplane restored each (object, foreign manager), oldest first.
-type Restores = HashMap<(String, String), Vec<Instant>>;
-
-impl ConflictGuard {
-    /// Decides on a conflict seen now: restore (and count it) or yield.
-    fn decide(&self, object: &str, managers: &[(String, Vec<String>)], now: Instant) -> (bool, usize, Option<Duration>) {
-        let mut restores = self.restores.lock().unwrap_or_else(|e| e.into_inner());
-        restores.retain(|_, times| {
-            times.retain(|t| now.duration_since(*t) < CONFLICT_WINDOW);
-            !times.is_empty()
-        });
-        let key = |manager: &str| (object.to_string(), manager.to_string());
-        let most = managers.iter().map(|(m, _)| restores.get(&key(m)).map_or(0, Vec::len)).max().unwrap_or(0);
-        if most >= CONFLICT_LIMIT {
-            let oldest = managers.iter().filter_map(|(m, _)| restores.get(&key(m))?.first().copied()).min().unwrap_or(now);
-            let retry_after = CONFLICT_WINDOW.saturating_sub(now.duration_since(oldest));
-            return (false, most, Some(retry_after));
-        }
-        for (manager, _) in managers {
-            restores.entry(key(manager)).or_default().push(now);
-        }
-        (true, most + 1, None)
-    }
-}
-
-/// The foreign managers and fields of a server-side apply conflict, from the
-/// API server's message (the Status' causes are not exposed by the client):
-/// `Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: .spec.replicas`
-/// or, for several, `Apply failed with 2 conflicts: conflicts with "a" using v1:\n- .x\n- .y`.
-pub fn parse_conflicts(message: &str) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
-    for line in message.lines() {
-        let line = line.trim();
-        if let Some(field) = line.strip_prefix("- ") {
-            if let Some((_, fields)) = out.last_mut() {
-                fields.push(field.trim().to_string());
-            }
-            continue;
-        }
-        let Some(at) = line.find(" with \"") else {
-            continue;
-        };
-        let rest = &line[at + " with \"".len()..];
-        // The manager is printed quoted (Go's %q): find the closing quote.
-        let mut manager = String::new();
-        let mut chars = rest.char_indices();
-        let mut end = rest.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, escaped)) = chars.next() {
-                        manager.push(escaped);
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => manager.push(c),
-            }
-        }
-        let fields = match rest[end..].split_once(": ") {
-            Some((_, field)) if !field.trim().is_empty() => vec![field.trim().to_string()],
-            _ => Vec::new(),
-        };
-        out.push((manager, fields));
-    }
-    out
-}
-
 /// How a cached object answers the applier's question: does it already
 /// hold what meshplane would write? A whole object compares field by field
 /// ([`contains`]); an [`Owned`] child by the digest its cache keeps.
@@ -262,7 +115,7 @@ impl<K: Serialize> Current for K {
     }
 }
 
-impl<K: Resource<DynamicType = ()> + crate::owned::Served> Current for Owned<K> {
+impl<K: Resource<DynamicType = ()> + Served> Current for Owned<K> {
     fn holds(&self, desired: &Value) -> serde_json::Result<Holds> {
         Owned::holds(self, desired)
     }
@@ -359,7 +212,7 @@ impl Applier {
     }
 
     /// Like [`Applier::apply`], but a foreign field manager's change is
-    /// reported and, past [`CONFLICT_LIMIT`], left alone (see [`ConflictGuard`]).
+    /// reported and, past [`super::conflict::CONFLICT_LIMIT`], left alone (see [`ConflictGuard`]).
     pub async fn apply_guarded<K, C>(&self, cache: &Store<C>, desired: &K) -> Result<Guarded, ApplyError>
     where
         K: Resource<DynamicType = ()> + Serialize,
@@ -385,9 +238,9 @@ impl Applier {
         body["kind"] = K::kind(&()).into();
         // A list that grants access is applied even when empty, so that it
         // is meshplane's (and an entry someone adds is a change to undo).
-        for path in crate::owned::granting_fields(&K::kind(&())) {
-            if crate::owned::pointer(&body, path).is_none() {
-                crate::owned::insert(&mut body, path, Value::Array(Vec::new()));
+        for path in keys::granting_fields(&K::kind(&())) {
+            if pointer(&body, path).is_none() {
+                insert(&mut body, path, Value::Array(Vec::new()));
             }
         }
         let mut revoked = Vec::new();
@@ -416,7 +269,7 @@ impl Applier {
     /// object whose server form differs from meshplane's (a normalised
     /// value) is read once, not on every pass.
     /// Also returns the entries of the child's granting lists that another
-    /// writer added (see [`crate::owned::granting_fields`]).
+    /// writer added (see [`keys::granting_fields`]).
     async fn confirm<K, C>(
         &self,
         namespace: Option<&str>,
@@ -438,7 +291,7 @@ impl Applier {
             return Ok((false, Vec::new()));
         };
         let served = serde_json::to_value(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
-        let foreign = crate::owned::foreign_grants(&K::kind(&()), &served, body);
+        let foreign = foreign_grants(&K::kind(&()), &served, body);
         let turned_on = contradicted(&served, body);
         let served = C::comparable(served).map_err(|e| error(kube::Error::SerdeError(e)))?;
         let held = contains(&served, body) && !turned_on;
@@ -493,7 +346,7 @@ impl Applier {
         guarded: bool,
     ) -> Result<Guarded, ApplyError> {
         let id = child_id(&resource.kind, namespace, name);
-        let wanted = crate::owned::digest(&body);
+        let wanted = crate::plumbing::owned::digest(&body);
         if held == Some(true) {
             self.seen.lock().unwrap_or_else(|e| e.into_inner()).children.insert(id, (wanted, owner_of(&body)));
             return Ok(Guarded::unchanged());
@@ -582,181 +435,9 @@ impl Applier {
     }
 }
 
-/// Whether a conflict names a field in (or under) one of `kind`'s lists
-/// that grant access.
-fn touches_grants(kind: &str, managers: &[(String, Vec<String>)]) -> bool {
-    let lists: Vec<String> = crate::owned::granting_fields(kind).iter().map(|path| format!(".{}", path.join("."))).collect();
-    managers.iter().flat_map(|(_, fields)| fields).any(|field| {
-        lists.iter().any(|list| field.strip_prefix(list.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '['])))
-    })
-}
-
-/// True when `actual` (a child as served, every manager's fields) has
-/// `true` where `desired` says `false`. A `false` meshplane applied matches
-/// an absent field (Go omits it), so a switch another writer turned on
-/// (`automountServiceAccountToken`, `allowPrivilegeEscalation`) is not
-/// among meshplane's fields and only the whole object shows it.
-pub fn contradicted(actual: &Value, desired: &Value) -> bool {
-    match (actual, desired) {
-        (Value::Object(a), Value::Object(d)) => d.iter().any(|(k, dv)| a.get(k).is_some_and(|av| contradicted(av, dv))),
-        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).any(|(av, dv)| contradicted(av, dv)),
-        (Value::Bool(true), Value::Bool(false)) => true,
-        _ => false,
-    }
-}
-
-/// True when `actual` holds every field of `desired` with an equal value.
-/// Fields the API server adds (defaults, status, metadata) are ignored; a zero
-/// value in `desired` matches an absent field (Go's `omitempty` drops them);
-/// strings that are equal quantities ("1000m" and "1") are equal.
-pub fn contains(actual: &Value, desired: &Value) -> bool {
-    match (actual, desired) {
-        (Value::Object(a), Value::Object(d)) => d.iter().all(|(k, dv)| match a.get(k) {
-            Some(av) => contains(av, dv),
-            None => is_zero(dv),
-        }),
-        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(av, dv)| contains(av, dv)),
-        (Value::String(a), Value::String(d)) => a == d || quantities_equal(a, d),
-        (Value::Number(a), Value::Number(d)) => a.as_f64() == d.as_f64(),
-        (Value::Null, d) => is_zero(d),
-        (a, d) => a == d,
-    }
-}
-
-pub fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.values().all(is_zero),
-    }
-}
-
-/// Parses a Kubernetes quantity ("500m", "2Gi", "1e3", "8") to a number.
-pub fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "u" => 1e-6,
-        "n" => 1e-9,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp if exp.starts_with(['e', 'E']) => 10f64.powi(exp[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * factor)
-}
-
-fn quantities_equal(a: &str, b: &str) -> bool {
-    match (parse_quantity(a), parse_quantity(b)) {
-        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn extra_fields_on_the_server_are_ignored() {
-        let actual = json!({"metadata": {"name": "a", "uid": "1", "labels": {"x": "1", "y": "2"}}, "spec": {"a": 1}});
-        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}}});
-        assert!(contains(&actual, &desired));
-    }
-
-    #[test]
-    fn a_changed_or_missing_field_is_a_difference() {
-        let actual = json!({"spec": {"hard": {"cpu": "8"}}});
-        assert!(!contains(&actual, &json!({"spec": {"hard": {"cpu": "9"}}})));
-        assert!(!contains(&actual, &json!({"spec": {"hard": {"memory": "1Gi"}}})));
-        assert!(!contains(&json!({"l": [1, 2]}), &json!({"l": [1]})));
-    }
-
-    #[test]
-    fn zero_values_match_absent_fields() {
-        let actual = json!({"subjects": [{"kind": "ServiceAccount", "name": "a"}]});
-        let desired = json!({"subjects": [{"kind": "ServiceAccount", "name": "a", "apiGroup": ""}], "x": []});
-        assert!(contains(&actual, &desired));
-    }
-
-    #[test]
-    fn conflicts_name_their_managers_and_fields() {
-        // As kube-apiserver v1.34 words them.
-        let one = "Apply failed with 1 conflict: conflict with \"kubectl-patch\" using apps/v1: .spec.replicas";
-        assert_eq!(parse_conflicts(one), vec![("kubectl-patch".to_string(), vec![".spec.replicas".to_string()])]);
-        let two = "Apply failed with 2 conflicts: conflicts with \"kubectl-label\" using v1:\n- .metadata.labels.a\nconflicts with \"kubectl-patch\" using v1:\n- .data.x";
-        assert_eq!(
-            parse_conflicts(two),
-            vec![
-                ("kubectl-label".to_string(), vec![".metadata.labels.a".to_string()]),
-                ("kubectl-patch".to_string(), vec![".data.x".to_string()])
-            ]
-        );
-        let applied = "Apply failed with 1 conflict: conflict with \"argo \\\"cd\\\"\": .spec.template.spec.containers[name=\"c\"].image";
-        assert_eq!(
-            parse_conflicts(applied),
-            vec![("argo \"cd\"".to_string(), vec![".spec.template.spec.containers[name=\"c\"].image".to_string()])]
-        );
-        let scale = "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1 at 2026-01-01T00:00:00Z: .spec.replicas";
-        assert_eq!(parse_conflicts(scale), vec![("kubectl".to_string(), vec![".spec.replicas".to_string()])]);
-    }
-
-    #[test]
-    fn a_manager_that_keeps_coming_back_is_given_up_on() {
-        let guard = ConflictGuard::default();
-        let managers = vec![("hpa".to_string(), vec![".spec.replicas".to_string()])];
-        let t0 = Instant::now();
-        for n in 1..=CONFLICT_LIMIT {
-            assert_eq!(guard.decide("Deployment/ns/d", &managers, t0 + Duration::from_secs(n as u64)), (true, n, None));
-        }
-        let (restore, restores, retry) = guard.decide("Deployment/ns/d", &managers, t0 + Duration::from_secs(61));
-        assert!(!restore);
-        assert_eq!(restores, CONFLICT_LIMIT);
-        assert_eq!(retry, Some(CONFLICT_WINDOW - Duration::from_secs(60)));
-        // Another object, or another manager on it, is counted apart.
-        assert!(guard.decide("Deployment/ns/e", &managers, t0 + Duration::from_secs(62)).0);
-        // Once the oldest restore has left the window, meshplane forces again.
-        assert!(guard.decide("Deployment/ns/d", &managers, t0 + CONFLICT_WINDOW + Duration::from_secs(2)).0);
-    }
-
-    #[test]
-    fn equal_quantities_in_other_spellings_are_equal() {
-        assert!(contains(&json!({"cpu": "1"}), &json!({"cpu": "1000m"})));
-        assert!(contains(&json!({"m": "1Gi"}), &json!({"m": "1024Mi"})));
-        assert!(!contains(&json!({"m": "1G"}), &json!({"m": "1Gi"})));
-        assert_eq!(parse_quantity("500m"), Some(0.5));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("abc"), None);
-    }
-
-    #[test]
-    fn a_conflict_on_a_granting_list_is_never_yielded() {
-        let on = |field: &str| vec![("kubectl-patch".to_string(), vec![field.to_string()])];
-        assert!(touches_grants("RoleBinding", &on(".subjects")));
-        assert!(touches_grants("NetworkPolicy", &on(".spec.ingress")));
-        assert!(touches_grants("Role", &on(".rules")));
-        assert!(!touches_grants("RoleBinding", &on(".metadata.labels.a")));
-        assert!(!touches_grants("NetworkPolicy", &on(".spec.ingressClass")));
-        assert!(!touches_grants("Deployment", &on(".spec.replicas")));
-    }
 
     #[test]
     fn drift_is_what_changed_after_meshplane_saw_its_child_in_place() {
@@ -769,14 +450,5 @@ mod tests {
         // meshplane wants something else now: a change of its own, no drift.
         assert_eq!(seen.drift(1, 11, Some(false)), None);
         assert_eq!(seen.drift(1, 11, None), None);
-    }
-
-    #[test]
-    fn a_switch_turned_on_by_someone_else_contradicts_meshplanes_false() {
-        let desired = json!({"automountServiceAccountToken": false, "spec": {"containers": [{"securityContext": {"allowPrivilegeEscalation": false}}]}});
-        assert!(!contradicted(&json!({"spec": {"containers": [{}]}}), &desired));
-        assert!(contradicted(&json!({"automountServiceAccountToken": true}), &desired));
-        assert!(contradicted(&json!({"spec": {"containers": [{"securityContext": {"allowPrivilegeEscalation": true}}]}}), &desired));
-        assert!(!contradicted(&json!({"automountServiceAccountToken": false}), &desired));
     }
 }

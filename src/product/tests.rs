@@ -1,0 +1,1 @@
+//! Product reconcile tests that need no cluster.
