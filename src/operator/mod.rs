@@ -5,6 +5,8 @@
 pub mod context;
 pub mod drift;
 pub mod reconciler;
+#[cfg(test)]
+pub mod testing;
 pub mod watched;
 
 use std::sync::Arc;

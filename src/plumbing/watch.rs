@@ -87,6 +87,18 @@ where
         self.store.clone()
     }
 
+    /// Puts `object` in the cache as the watch would deliver it (trimmed,
+    /// managedFields gone) and lets the observer see it, so a test gives a
+    /// pass the cluster it means without running a watch.
+    #[cfg(test)]
+    pub fn seed(&mut self, mut object: K) {
+        object.meta_mut().managed_fields = None;
+        (self.trim)(&mut object);
+        let event = watcher::Event::Apply(object);
+        self.writer.apply_watcher_event(&event);
+        (self.observe)(&event, &self.store);
+    }
+
     /// A new subscriber's changes: all of them while this replica leads,
     /// none while it stands by (its caches stay current either way).
     pub fn take(&mut self, leadership: &Leadership) -> Events<K> {

@@ -86,3 +86,6 @@ async fn reconcile(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<A
     applied?;
     Ok(Action::requeue(status::requeue(today, jiff::Timestamp::now(), ctx.settings.resync)))
 }
+
+#[cfg(test)]
+mod tests;
