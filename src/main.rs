@@ -12,10 +12,9 @@ use meshplane::telemetry::{self, LogFormat};
 /// jemalloc rather than the C library's allocator, in every build (the
 /// image's musl and a developer's glibc alike). Its caches are many small
 /// objects that live long between short-lived buffers (each watch event, list
-/// page and apply), and glibc kept the holes those leave: at 5,000 products a
-/// provisioned operator held 59 MB of free heap beside 156 MB in use
-/// (BENCHMARKS.md). jemalloc's size classes leave fewer holes, and it returns
-/// free pages as later allocations prompt it to purge.
+/// page and apply), and glibc keeps the holes those leave as free heap the
+/// process still holds. jemalloc's size classes leave fewer holes, and it
+/// returns free pages as later allocations prompt it to purge.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

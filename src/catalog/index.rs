@@ -94,7 +94,7 @@ impl Index {
     /// prepared text to the cache, not a second copy of every product. Called
     /// once the cache has taken the event; a relist reaches the cache only
     /// when it completes, so its new versions are taken then, not copied
-    /// meanwhile (which made a restart hold every product twice).
+    /// meanwhile, so a restart never holds every product twice.
     pub fn apply_shared(&self, event: &watcher::Event<DataProduct>, cached: &dyn Fn(&str, &str) -> Option<Arc<DataProduct>>) {
         self.apply_to(event, Products::Cached(cached))
     }

@@ -11,13 +11,13 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject as RbacSubject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
 use super::settings::DomainSettings;
 use super::validate::ValidDomain;
 use crate::api::domain::NetworkIsolation;
 use crate::api::{DataDomain, Subject};
 use crate::keys;
+use crate::plumbing::controller_owner;
 
 /// Everything a domain's tenant consists of, in apply order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -43,14 +43,7 @@ pub fn render(domain: &ValidDomain<'_>, settings: &DomainSettings) -> DomainBund
 /// The owner reference every child of a domain carries, so the garbage
 /// collector removes them with the domain.
 pub fn owner_reference(domain: &ValidDomain<'_>) -> OwnerReference {
-    OwnerReference {
-        api_version: DataDomain::api_version(&()).into_owned(),
-        kind: DataDomain::kind(&()).into_owned(),
-        name: domain.name.to_string(),
-        uid: domain.uid.to_string(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    controller_owner::<DataDomain>(domain.name, domain.uid)
 }
 
 fn labels(domain: &ValidDomain<'_>, component: &str) -> BTreeMap<String, String> {

@@ -23,7 +23,9 @@ pub async fn finalize(domain: &DataDomain, ctx: &Context) -> Result<Action> {
     if !domain.finalizers().iter().any(|f| f == keys::FINALIZER_DOMAIN) {
         return Ok(Action::await_change());
     }
-    let namespace = super::validate::namespace_name(domain, &ctx.settings.domain);
+    // The namespace it made (its status says which), not the one its spec
+    // would name now: the operator's namespace prefix may have changed since.
+    let namespace = super::validate::current_namespace(domain, &ctx.settings.domain);
     if observe::owns_namespace(domain, &namespace, ctx).await? {
         if domain.spec.deletion_policy == DomainDeletionPolicy::Block {
             let (products, going) = observe::remaining_products(&namespace, ctx).await?;

@@ -283,3 +283,23 @@ async fn deletion_never_deletes_a_namespace_the_domain_does_not_own() {
     let (_, requests) = pass(&world, &deleting("Cascade")).await;
     assert_eq!(testing::lines(&requests), ["get /api/v1/namespaces/dm-sales", "merge /apis/meshplane.dev/v1alpha1/datadomains/sales"]);
 }
+
+#[tokio::test]
+async fn deletion_acts_on_the_namespace_the_domain_made_even_when_its_spec_now_names_another() {
+    let world = World::start();
+    cluster(&world, "d-1", &["orders"]);
+    let mut domain = deleting("Block");
+    domain.spec.namespace = Some("sales-v2".into());
+    let (action, requests) = pass(&world, &domain).await;
+    assert_eq!(
+        testing::lines(&requests),
+        [
+            "get /api/v1/namespaces/dm-sales",
+            "get /apis/meshplane.dev/v1alpha1/namespaces/dm-sales/dataproducts",
+            "event Warning DataProductsRemain",
+            "apply --force /apis/meshplane.dev/v1alpha1/datadomains/sales/status",
+        ],
+        "Block holds while the namespace it made holds products"
+    );
+    assert_eq!(action.unwrap(), Action::requeue(Duration::from_secs(30)));
+}

@@ -12,11 +12,12 @@ pub mod watched;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use kube::{Client, Resource};
 
 pub use context::{Context, Readiness, Settings};
 use watched::{Caches, Watched};
 
+use crate::api::Condition;
 use crate::leader::Leadership;
 use crate::telemetry::Metrics;
 
@@ -83,32 +84,35 @@ pub async fn run(
 /// Objects by Ready status, from the caches, for dashboards and alerts.
 async fn count_by_condition(caches: Caches, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
-    let lag = |generation: Option<i64>, observed: Option<i64>| generation.is_some() && observed != generation;
     loop {
         tick.tick().await;
-        let domains = caches.domains.state();
-        metrics.count_objects(
-            "DataDomain",
-            domains.iter().map(|d| {
-                let s = d.status.as_ref();
-                (s.map(|s| s.conditions.as_slice()), lag(d.metadata.generation, s.and_then(|s| s.observed_generation)))
-            }),
-        );
-        let products = caches.products.state();
-        metrics.count_objects(
-            "DataProduct",
-            products.iter().map(|p| {
-                let s = p.status.as_ref();
-                (s.map(|s| s.conditions.as_slice()), lag(p.metadata.generation, s.and_then(|s| s.observed_generation)))
-            }),
-        );
-        let policies = caches.policies.state();
-        metrics.count_objects(
-            "GovernancePolicy",
-            policies.iter().map(|p| {
-                let s = p.status.as_ref();
-                (s.map(|s| s.conditions.as_slice()), lag(p.metadata.generation, s.and_then(|s| s.observed_generation)))
-            }),
-        );
+        count(&metrics, "DataDomain", &caches.domains.state(), |d| {
+            d.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+        });
+        count(&metrics, "DataProduct", &caches.products.state(), |p| {
+            p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+        });
+        count(&metrics, "GovernancePolicy", &caches.policies.state(), |p| {
+            p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+        });
     }
+}
+
+/// Counts one kind's objects by their conditions, and those whose status
+/// lags their spec (`status` gives an object's conditions and observed
+/// generation).
+fn count<K: Resource>(
+    metrics: &Metrics,
+    kind: &'static str,
+    objects: &[Arc<K>],
+    status: impl Fn(&K) -> Option<(&[Condition], Option<i64>)>,
+) {
+    metrics.count_objects(
+        kind,
+        objects.iter().map(|o| {
+            let generation = o.meta().generation;
+            let status = status(o);
+            (status.map(|s| s.0), generation.is_some() && status.and_then(|s| s.1) != generation)
+        }),
+    );
 }

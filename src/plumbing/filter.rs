@@ -18,9 +18,9 @@ where
 {
     // By namespace and name: an object deleted and made again replaces its
     // entry, so the map is bounded by the names in use, not by churn. Both
-    // the name and the key are kept as 64-bit hashes (16 bytes an object
-    // where the labels alone took hundreds); two colliding is as likely as
-    // not at all.
+    // the name and the key are kept as 64-bit hashes (16 bytes an object,
+    // however large what the key covers); two colliding is as likely as not
+    // at all.
     fn hash_of(value: &impl std::hash::Hash) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
         value.hash(&mut hasher);

@@ -10,13 +10,11 @@ use kube::runtime::watcher;
 /// One kind's cached objects by a key of theirs (their owner's uid, the
 /// product a run belongs to), kept current by the kind's watch: a pass looks
 /// up its own children instead of scanning every object of the kind in the
-/// cluster, which made each pass cost O(all children) and a full resync O(N^2).
+/// cluster, so a pass costs O(its children) and a full resync O(N).
 ///
 /// A key's objects are few (a product's network policies), so they are kept
 /// in a list of exactly their number, by name and namespace only: what a
-/// cache lookup compares. A hash set per key (with room for more than a key's
-/// few objects), of references that also carried each object's uid and
-/// resource version, took several times that.
+/// cache lookup compares.
 pub struct ByKey<K: Resource<DynamicType = ()> + Clone + 'static> {
     keys: fn(&K) -> Vec<String>,
     entries: Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<ObjectRef<K>>>>>,

@@ -49,8 +49,8 @@ const SUBSCRIBER_BUFFER: usize = 1024;
 /// One watched kind: its cache, and a stream of changes for each controller
 /// that subscribed ([`Shared::take`]) before the watch started
 /// ([`Shared::run`]). Every change reaches every subscriber, deletions
-/// included: kube's shared reflectors pass on only updates, so a deleted
-/// child never woke its owner and waited for the resync.
+/// included, so a deleted child wakes its owner at once (kube's shared
+/// reflectors pass on only updates).
 pub struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: reflector::store::Writer<K>,

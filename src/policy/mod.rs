@@ -63,14 +63,11 @@ async fn reconcile(policy: Arc<GovernancePolicy>, ctx: Arc<Context>) -> Result<A
     let binding = build::render_binding(&policy, selected.as_deref());
     let applied = async {
         let a = &ctx.write.applier;
-        let outcomes = [
-            a.apply(&ctx.caches.admission_policies, &vap).await?.outcome,
-            a.apply(&ctx.caches.admission_bindings, &binding).await?.outcome,
-        ];
-        for (kind, outcome) in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].into_iter().zip(outcomes) {
-            ctx.metrics.applied(kind, outcome.as_str());
-        }
-        Ok::<_, Error>(outcomes.iter().any(|o| *o != Outcome::Unchanged))
+        let compiled = a.apply(&ctx.caches.admission_policies, &vap).await?.outcome;
+        ctx.metrics.applied("ValidatingAdmissionPolicy", compiled.as_str());
+        let bound = a.apply(&ctx.caches.admission_bindings, &binding).await?.outcome;
+        ctx.metrics.applied("ValidatingAdmissionPolicyBinding", bound.as_str());
+        Ok::<_, Error>(compiled != Outcome::Unchanged || bound != Outcome::Unchanged)
     }
     .await;
 

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
 use kube::api::DynamicObject;
 
 use super::resolve::{ResolvedConsumer, ResolvedInput};
@@ -21,6 +20,7 @@ use super::validate::ValidProduct;
 use crate::api::DataProduct;
 use crate::api::product::StorageKind;
 use crate::keys;
+use crate::plumbing::controller_owner;
 use crate::storage::{self};
 use access::{render_grants, render_network_policies, render_reader_role};
 use descriptor::render_descriptor;
@@ -41,14 +41,7 @@ pub struct ProductBundle {
 }
 
 pub fn owner_reference(name: &str, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: DataProduct::api_version(&()).into_owned(),
-        kind: DataProduct::kind(&()).into_owned(),
-        name: name.to_string(),
-        uid: uid.to_string(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    controller_owner::<DataProduct>(name, uid)
 }
 
 pub fn service_account_name(product: &str) -> String {
