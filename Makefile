@@ -2,15 +2,29 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-CLUSTER_DIR := target/cluster
-export KUBECONFIG := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
+# Two local control planes, each with its own state folder, ports, logs and
+# PIDs: the developer's (make cluster, make dev; kubectl here points at it)
+# and the tests' own (make test, and cargo test run by hand), so nothing
+# `make dev` leaves in a cluster can decide a test. Both keep running until
+# stopped: make cluster-down, make test-cluster-down.
+CLUSTER_DIR := $(or $(MESHPLANE_CLUSTER_DIR),$(CURDIR)/target/cluster)
+TEST_CLUSTER_DIR := $(or $(MESHPLANE_TEST_CLUSTER_DIR),$(CURDIR)/target/cluster-test)
+ifeq ($(abspath $(CLUSTER_DIR)),$(abspath $(TEST_CLUSTER_DIR)))
+$(error MESHPLANE_CLUSTER_DIR and MESHPLANE_TEST_CLUSTER_DIR name the same folder, $(CLUSTER_DIR): the tests need a cluster of their own)
+endif
+export MESHPLANE_CLUSTER_DIR := $(CLUSTER_DIR)
+export MESHPLANE_TEST_CLUSTER_DIR := $(TEST_CLUSTER_DIR)
+export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
+# Prefixes a command so that it, and every cluster/ script and kubectl it
+# runs, acts on the tests' cluster.
+ON_TEST_CLUSTER := MESHPLANE_CLUSTER_DIR=$(TEST_CLUSTER_DIR) KUBECONFIG=$(TEST_CLUSTER_DIR)/kubeconfig
 KUBE_BIN = $(shell source cluster/lib.sh && echo $$KUBERNETES_BIN)
 HELM_BIN = $(shell source cluster/lib.sh && echo $$HELM_BIN)
 KUBECTL = $(KUBE_BIN)/kubectl
 
 .PHONY: help
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build the meshplane binary
@@ -22,20 +36,37 @@ crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	cp crds/meshplane.yaml charts/meshplane/files/crds.yaml
 
 .PHONY: cluster
-cluster: ## Start the local control plane (builds it on first use)
+cluster: ## Start your local control plane, target/cluster (builds it on first use)
 	cluster/up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local control plane and remove its state
+cluster-down: ## Stop your local control plane and remove target/cluster (not the tests')
 	cluster/down.sh
+	@if compgen -G '$(TEST_CLUSTER_DIR)/pids/*.pid' >/dev/null; then \
+		echo "the tests' control plane in $(TEST_CLUSTER_DIR) still runs; make test-cluster-down stops it"; fi
+
+.PHONY: test-cluster-down
+test-cluster-down: ## Stop the tests' control plane and remove target/cluster-test
+	$(ON_TEST_CLUSTER) cluster/down.sh
+
+# Starts the cluster of the state folder $(1) unless it runs, then installs
+# the CRDs and meshplane's RBAC into it.
+define install_into
+	MESHPLANE_CLUSTER_DIR=$(1) cluster/up.sh
+	$(KUBECTL) --kubeconfig $(1)/kubeconfig apply --server-side --force-conflicts -k deploy/base
+	$(KUBECTL) --kubeconfig $(1)/kubeconfig wait --for=condition=Established crd --all --timeout=60s >/dev/null
+endef
 
 .PHONY: install
-install: cluster ## Install the CRDs and meshplane's RBAC into the local cluster
-	$(KUBECTL) apply --server-side --force-conflicts -k deploy/base
-	$(KUBECTL) wait --for=condition=Established crd --all --timeout=60s >/dev/null
+install: ## Start your local control plane and install the CRDs and meshplane's RBAC
+	$(call install_into,$(CLUSTER_DIR))
+
+.PHONY: test-install
+test-install: ## The same for the tests' control plane (target/cluster-test)
+	$(call install_into,$(TEST_CLUSTER_DIR))
 
 .PHONY: dev
-dev: install build ## Run meshplane against the local cluster with examples/ applied
+dev: install build ## Run meshplane against your local cluster with examples/ applied
 	cluster/dev.sh
 
 .PHONY: lint
@@ -57,16 +88,17 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 	@echo "crds/ is up to date"
 
 .PHONY: integration
-integration: install ## Integration tests against the local control plane
-	cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
+integration: test-install ## Integration tests on the tests' own control plane (target/cluster-test)
+	$(ON_TEST_CLUSTER) cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
 	# Timed reactions to hand deletions and edits: on a quieter cluster.
-	cargo test --test drift -- --test-threads 1 --show-output
+	$(ON_TEST_CLUSTER) cargo test --test drift -- --test-threads 1 --show-output
 	# Alone, after the others: it reads the API server's request counters.
-	cargo test --test steady_state -- --test-threads 1 --show-output
+	$(ON_TEST_CLUSTER) cargo test --test steady_state -- --test-threads 1 --show-output
 	# It kills the shared test operator to prove failover.
-	cargo test --test ha -- --show-output
+	$(ON_TEST_CLUSTER) cargo test --test ha -- --show-output
 	# Last and alone: kills operators, restarts the API server and etcd.
-	cargo test --test chaos -- --test-threads 1 --show-output
+	$(ON_TEST_CLUSTER) cargo test --test chaos -- --test-threads 1 --show-output
+	@echo "the tests' control plane keeps running in $(TEST_CLUSTER_DIR) for the next run; make test-cluster-down stops it"
 
 .PHONY: bench
 bench: ## Benchmarks (see BENCHMARKS.md): catalog search, then scale on fresh clusters

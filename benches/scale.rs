@@ -601,7 +601,7 @@ async fn main() {
     let admin = support::cluster().await;
     support::kubectl(&["apply", "--server-side", "--force-conflicts", "-k", support::repo_root().join("deploy/base").to_str().unwrap()]);
     support::kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
-    let out = Command::new(support::repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
+    let out = support::cluster_script("operator-kubeconfig.sh").output().expect("operator kubeconfig");
     assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
     let sa_kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
     // The floor writes as the operator's ServiceAccount: same identity, same

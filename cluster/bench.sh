@@ -21,6 +21,8 @@ for size in $sizes; do
   domains=${size%x*}
   products=${size#*x}
   export MESHPLANE_CLUSTER_DIR="$REPO_ROOT/target/bench/cluster-$size"
+  # benches/scale.rs finds its cluster as the tests do, through tests/support.
+  export MESHPLANE_TEST_CLUSTER_DIR=$MESHPLANE_CLUSTER_DIR
   "$CLUSTER_SRC/down.sh" >/dev/null 2>&1 || true
   log "size $size: starting a control plane with $((2 * products + 100)) PersistentVolumes"
   # The logs (the operator's, the API server's) outlive the cluster.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stops exactly the processes `cluster/up.sh` started (by their recorded PIDs,
 # never by name), and the meshplane process the tests started, and removes
-# the cluster's state folder.
+# the cluster's state folder: MESHPLANE_CLUSTER_DIR, by default the
+# developer's target/cluster (`make test-cluster-down` names the tests'
+# target/cluster-test).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

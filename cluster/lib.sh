@@ -26,7 +26,14 @@ KSTATUS_VERSION=v0.37.2
 KSTATUS_BIN="$CACHE_ROOT/kstatus-$KSTATUS_VERSION-$(cat "$(dirname "${BASH_SOURCE[0]}")"/modules/kstatus/{go.mod,go.sum,main.go} | sha256sum | cut -c1-8)/bin"
 KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
 
-STATE="${MESHPLANE_CLUSTER_DIR:-$REPO_ROOT/target/cluster}"
+# The state folder (state, ports, logs, PIDs) of the cluster a script acts on:
+# the developer's, target/cluster, unless MESHPLANE_CLUSTER_DIR names another.
+# The tests run on a cluster of their own, target/cluster-test (or
+# MESHPLANE_TEST_CLUSTER_DIR), so what a developer applies never decides a test;
+# the Makefile and tests/support hand its folder to these scripts.
+DEV_STATE="$REPO_ROOT/target/cluster"
+TEST_STATE="${MESHPLANE_TEST_CLUSTER_DIR:-$REPO_ROOT/target/cluster-test}"
+STATE="${MESHPLANE_CLUSTER_DIR:-$DEV_STATE}"
 PKI="$STATE/pki"
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
@@ -41,6 +48,15 @@ bin_path() {
     helm) echo "$HELM_BIN/helm" ;;
     kstatus) echo "$KSTATUS_BIN/kstatus" ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
+  esac
+}
+
+# The command that stops the cluster in $STATE, for messages.
+down_command() {
+  case "$STATE" in
+    "$DEV_STATE") echo "make cluster-down" ;;
+    "$TEST_STATE") echo "make test-cluster-down" ;;
+    *) echo "MESHPLANE_CLUSTER_DIR=$STATE cluster/down.sh" ;;
   esac
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Writes target/cluster/meshplane.kubeconfig: the local cluster as meshplane's
-# own ServiceAccount (meshplane-system/meshplane), so the operator runs in
-# development and tests with exactly the RBAC it ships with, not as admin.
-# Requires the ServiceAccount (deploy/base) to exist.
+# Writes meshplane.kubeconfig in the cluster's state folder (target/cluster, or
+# the tests' target/cluster-test when MESHPLANE_CLUSTER_DIR names it): the
+# local cluster as meshplane's own ServiceAccount (meshplane-system/meshplane),
+# so the operator runs in development and tests with exactly the RBAC it ships
+# with, not as admin. Requires the ServiceAccount (deploy/base) to exist.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[ -f "$KUBECONFIG_FILE" ] || die "the local cluster is not running; start it with: make cluster"
+[ -f "$KUBECONFIG_FILE" ] || die "the local cluster in $STATE is not running; start it with: MESHPLANE_CLUSTER_DIR=$STATE cluster/up.sh"
 kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 token=$(kubectl create token meshplane -n meshplane-system --duration 24h)
 server=$(sed -n 's/^ *server: //p' "$KUBECONFIG_FILE" | head -n1)

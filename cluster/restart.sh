@@ -4,7 +4,9 @@
 # recorded PID, starts it again with the command line cluster/up.sh recorded,
 # appending to its log and updating its PID file, and waits until the API
 # server answers /readyz again (for etcd, also etcd's own /health). A
-# component that is not running is simply started again.
+# component that is not running is simply started again. Acts on the cluster
+# in MESHPLANE_CLUSTER_DIR (the chaos suite passes the tests' own,
+# target/cluster-test), by default the developer's target/cluster.
 #
 #   cluster/restart.sh [--signal KILL|TERM] [--timeout SECONDS] etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok
 #
@@ -29,8 +31,8 @@ case "$name" in
 esac
 pid_file="$PIDS/$name.pid"
 cmd_file="$PIDS/$name.cmd"
-[ -f "$KUBECONFIG_FILE" ] || die "the local cluster is not running; start it with: make cluster"
-[ -f "$cmd_file" ] || die "no recorded command line for $name ($cmd_file); the cluster predates it: restart it with make cluster-down cluster"
+[ -f "$KUBECONFIG_FILE" ] || die "the local cluster in $STATE is not running; start it with: MESHPLANE_CLUSTER_DIR=$STATE cluster/up.sh"
+[ -f "$cmd_file" ] || die "no recorded command line for $name ($cmd_file); the cluster predates it: stop it ($(down_command)) and start it again"
 
 # The recorded command line, back into an array (it was written with %q).
 eval "cmd=($(cat "$cmd_file"))"

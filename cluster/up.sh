@@ -3,14 +3,16 @@
 # certificates, service-account tokens, bound to 127.0.0.1), kube-controller-
 # manager, kube-scheduler and kwok with fake Nodes, plus a default
 # StorageClass backed by a pool of static hostPath PersistentVolumes.
-# Writes target/cluster/kubeconfig. A second call reports the running cluster.
+# Writes kubeconfig in its state folder (target/cluster, the developer's; the
+# tests start theirs in target/cluster-test). A second call reports the
+# running cluster.
 #
 # Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
 # volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder), PROFILING=true
 # (the API server serves /debug/pprof, e.g. `kubectl get --raw
 # '/debug/pprof/profile?seconds=30' > cpu.pprof`, then `go tool pprof -top`),
 # AUDIT=false (no audit log; by default every write request is logged, as
-# one JSON line with who wrote what, to target/cluster/logs/audit.log).
+# one JSON line with who wrote what, to logs/audit.log in the state folder).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -30,7 +32,7 @@ local control plane is running ($KUBERNETES_VERSION) at $server
   export KUBECONFIG=$KUBECONFIG_FILE
   export PATH=$KUBERNETES_BIN:$HELM_BIN:\$PATH
   kubectl get nodes
-logs: $LOGS/   stop and remove it: make cluster-down
+logs: $LOGS/   stop and remove it: $(down_command)
 EOF
 }
 

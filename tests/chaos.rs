@@ -255,7 +255,7 @@ fn ensure_volumes(wanted: usize) {
     }
     if available < wanted {
         let more = wanted - available;
-        let manifests = Command::new(repo_root().join("cluster/pv-pool.sh"))
+        let manifests = cluster_script("pv-pool.sh")
             .args([(highest + 1).to_string(), (highest + more).to_string()])
             .output()
             .expect("cluster/pv-pool.sh");
@@ -342,13 +342,11 @@ async fn killing_the_operator_at_random_moments_loses_nothing() {
     assert_no_panic(&[identity]);
 }
 
-/// Restarts a control-plane component with cluster/restart.sh; returns how
-/// long it was away (kill to ready).
+/// Restarts a component of the tests' control plane with cluster/restart.sh;
+/// returns how long it was away (kill to ready).
 async fn restart(component: &'static str) -> Duration {
     let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || Command::new(repo_root().join("cluster/restart.sh")).arg(component).output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || cluster_script("restart.sh").arg(component).output().unwrap()).await.unwrap();
     assert!(out.status.success(), "cluster/restart.sh {component}: {}", String::from_utf8_lossy(&out.stderr));
     started.elapsed()
 }

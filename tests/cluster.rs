@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,6 +39,27 @@ async fn versions_are_pinned_and_server_is_ready() {
     assert_eq!(v["clientVersion"]["gitVersion"], version.as_str(), "{out}");
     assert_eq!(v["serverVersion"]["gitVersion"], version.as_str(), "{out}");
     assert_eq!(kubectl(&["get", "--raw", "/readyz"]).trim(), "ok");
+}
+
+/// The tests run on a control plane of their own, never the developer's
+/// (`make dev` leaves examples/ and its GovernancePolicies in
+/// `target/cluster`): another folder, another API server, and the scripts the
+/// tests run (here the one writing the operator's kubeconfig) act on it too.
+#[tokio::test]
+async fn the_tests_run_on_a_control_plane_of_their_own() {
+    ensure_cluster();
+    let developers = repo_root().join("target/cluster");
+    assert_ne!(cluster_dir(), developers, "the tests' cluster folder is the developer's");
+    let server = |kubeconfig: &Path| {
+        std::fs::read_to_string(kubeconfig).ok()?.lines().find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
+    };
+    let ours = server(&kubeconfig_path()).expect("the tests' kubeconfig names its API server");
+    if let Some(theirs) = server(&developers.join("kubeconfig")) {
+        assert_ne!(ours, theirs, "the tests' API server is the developer's");
+    }
+    operator();
+    let operators = server(&cluster_dir().join("meshplane.kubeconfig"));
+    assert_eq!(operators.as_deref(), Some(ours.as_str()), "the tests' operator is not on the tests' API server");
 }
 
 #[tokio::test]

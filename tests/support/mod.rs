@@ -1,5 +1,10 @@
 //! Test support for integration tests against the local control plane.
 //!
+//! The tests run on a control plane of their own, in [`cluster_dir`]
+//! (`target/cluster-test`), never on the developer's `target/cluster`, where
+//! `make dev` leaves examples/ and its GovernancePolicies: what a developer
+//! applied must not decide a test.
+//!
 //! - [`cluster`] starts the control plane once per run if it is not running
 //!   (`cluster/up.sh`) and returns an admin client.
 //! - [`operator`] installs the CRDs and RBAC and runs one meshplane process per
@@ -23,8 +28,20 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The state folder of the tests' control plane: `MESHPLANE_TEST_CLUSTER_DIR`
+/// (`cluster/bench.sh` names its own), by default `target/cluster-test`. It
+/// never reads `MESHPLANE_CLUSTER_DIR`: that one chooses the cluster the
+/// developer's scripts act on, and `make` exports it for `target/cluster`.
 pub fn cluster_dir() -> PathBuf {
-    std::env::var_os("MESHPLANE_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster"))
+    std::env::var_os("MESHPLANE_TEST_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster-test"))
+}
+
+/// A script of `cluster/` (`up.sh`, `restart.sh`, ...) set to act on the
+/// tests' control plane, whatever cluster the environment names.
+pub fn cluster_script(name: &str) -> Command {
+    let mut command = Command::new(repo_root().join("cluster").join(name));
+    command.env("MESHPLANE_CLUSTER_DIR", cluster_dir()).env("KUBECONFIG", kubeconfig_path());
+    command
 }
 
 pub fn kubeconfig_path() -> PathBuf {
@@ -43,11 +60,15 @@ pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// An exclusive lock shared by every test process of this checkout.
+/// An exclusive lock shared by every test process using the tests' cluster:
+/// `<cluster dir>.<name>`, beside the folder rather than in it, since
+/// `cluster/up.sh` and `cluster/down.sh` remove the folder.
 fn lock(name: &str) -> File {
-    let dir = repo_root().join("target");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).unwrap();
+    let dir = cluster_dir();
+    let parent = dir.parent().expect("the cluster folder has a parent");
+    std::fs::create_dir_all(parent).unwrap();
+    let path = parent.join(format!("{}.{name}", dir.file_name().expect("the cluster folder has a name").to_string_lossy()));
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap();
     file.lock().expect("locking");
     file
 }
@@ -56,7 +77,7 @@ fn cluster_ready() -> bool {
     kubeconfig_path().exists() && kubectl_output(&["get", "--raw", "/readyz"]).status.success()
 }
 
-/// Starts the local control plane unless it runs, once for all tests.
+/// Starts the tests' control plane unless it runs, once for all tests.
 pub fn ensure_cluster() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
@@ -64,12 +85,12 @@ pub fn ensure_cluster() {
         if cluster_ready() {
             return;
         }
-        let status = Command::new(repo_root().join("cluster/up.sh")).status().expect("running cluster/up.sh");
+        let status = cluster_script("up.sh").status().expect("running cluster/up.sh");
         assert!(status.success(), "cluster/up.sh failed");
     });
 }
 
-/// An admin client of the local control plane (started if needed).
+/// An admin client of the tests' control plane (started if needed).
 pub async fn cluster() -> Client {
     ensure_cluster();
     client_for(&kubeconfig_path()).await
@@ -83,7 +104,7 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
     Client::try_from(config).expect("building client")
 }
 
-/// Runs kubectl against the local cluster as admin.
+/// Runs kubectl against the tests' cluster as admin.
 pub fn kubectl_output(args: &[&str]) -> Output {
     static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
     let kubectl = KUBECTL.get_or_init(|| bin("kubectl"));
@@ -222,7 +243,7 @@ pub fn restart_operator() -> String {
 fn spawn_shared_operator(extra: &[&str]) -> String {
     let dir = cluster_dir();
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_meshplane"));
-    let out = Command::new(repo_root().join("cluster/operator-kubeconfig.sh")).output().expect("operator kubeconfig");
+    let out = cluster_script("operator-kubeconfig.sh").output().expect("operator kubeconfig");
     assert!(out.status.success(), "operator-kubeconfig.sh: {}", String::from_utf8_lossy(&out.stderr));
     let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let catalog_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
