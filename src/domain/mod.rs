@@ -45,12 +45,8 @@ where
 {
     let l = &ctx.leadership;
     let namespaces = ctx.caches.namespaces.clone();
-    let controller = reconciler::controller(&ctx, watched.domains.take(l), ctx.caches.domains.clone())
-        .owns_shared_stream(objects(watched.namespaces.take(l)))
-        .owns_shared_stream(objects(watched.role_bindings.take(l)))
-        .owns_shared_stream(objects(watched.quotas.take(l)))
-        .owns_shared_stream(objects(watched.limit_ranges.take(l)))
-        .owns_shared_stream(objects(watched.network_policies.take(l)))
+    let own = reconciler::controller(&ctx, watched.domains.take(l), ctx.caches.domains.clone());
+    let controller = crate::owning!(own, watched, l; namespaces, role_bindings, quotas, limit_ranges, network_policies)
         // A product's arrival or departure changes its domain's count and may
         // unblock the domain's deletion.
         // Only those: a product's status writes do not wake its domain.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::api::DataDomainStatus;
-use crate::operator::testing::{self, Reply, Request, World, events, writes_and_reads, written_status};
+use crate::operator::testing::{self, Reply, World, events, writes_and_reads, written_status};
 use crate::plumbing::watch::Change;
 
 fn domain(generation: i64, count: i32, namespace: &str) -> Arc<DataDomain> {
@@ -75,23 +75,12 @@ fn sales() -> DataDomain {
     testing::parse(testing::yaml(SALES))
 }
 
-/// One pass over `domain`, and the requests it made.
-async fn pass(world: &World, domain: &DataDomain) -> (Result<Action>, Vec<Request>) {
-    let action = reconcile(Arc::new(domain.clone()), world.ctx.clone()).await;
-    (action, world.server.take())
-}
-
-/// Each condition as `Type=Status (Reason)`.
-fn conditions_of(status: &DataDomainStatus) -> Vec<String> {
-    status.conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect()
-}
-
 const RESYNC: Duration = Duration::from_secs(300);
 
 #[tokio::test]
 async fn a_first_pass_applies_the_whole_tenant_and_writes_one_status() {
     let world = World::start();
-    let (action, requests) = pass(&world, &sales()).await;
+    let (action, requests) = world.pass(reconcile, &sales()).await;
     assert_eq!(action.unwrap(), Action::requeue(RESYNC));
     assert_eq!(
         writes_and_reads(&requests),
@@ -125,7 +114,7 @@ async fn a_first_pass_applies_the_whole_tenant_and_writes_one_status() {
     let status: DataDomainStatus = written_status(&requests);
     assert_eq!((status.namespace.as_deref(), status.data_products, status.observed_generation), (Some("dm-sales"), Some(0), Some(1)));
     assert_eq!(
-        conditions_of(&status),
+        testing::conditions_of(&status.conditions),
         [
             "NamespaceReady=True (Provisioned)",
             "AccessReady=True (Provisioned)",
@@ -143,11 +132,11 @@ async fn a_first_pass_applies_the_whole_tenant_and_writes_one_status() {
 #[tokio::test]
 async fn a_second_pass_over_what_the_first_applied_makes_no_request() {
     let mut world = World::start();
-    let (_, first) = pass(&world, &sales()).await;
+    let (_, first) = world.pass(reconcile, &sales()).await;
     world.seed_applied(&first, |_| {});
     let domain = world.after(&sales(), &first);
     assert!(domain.finalizers().contains(&keys::FINALIZER_DOMAIN.to_string()) && domain.status.is_some());
-    let (action, second) = pass(&world, &domain).await;
+    let (action, second) = world.pass(reconcile, &domain).await;
     assert_eq!(testing::lines(&second), Vec::<String>::new());
     assert_eq!(action.unwrap(), Action::requeue(RESYNC));
     assert!(world.finish().await.is_empty());
@@ -156,7 +145,7 @@ async fn a_second_pass_over_what_the_first_applied_makes_no_request() {
 #[tokio::test]
 async fn once_the_quota_is_accounted_one_status_write_makes_the_domain_ready() {
     let mut world = World::start();
-    let (_, first) = pass(&world, &sales()).await;
+    let (_, first) = world.pass(reconcile, &sales()).await;
     // The quota controller has computed the usage of every limit.
     world.seed_applied(&first, |object| {
         if object["kind"] == "ResourceQuota" {
@@ -166,11 +155,11 @@ async fn once_the_quota_is_accounted_one_status_write_makes_the_domain_ready() {
         }
     });
     let domain = world.after(&sales(), &first);
-    let (_, second) = pass(&world, &domain).await;
+    let (_, second) = world.pass(reconcile, &domain).await;
     assert_eq!(testing::lines(&second), ["apply --force /apis/meshplane.dev/v1alpha1/datadomains/sales/status"]);
     let status: DataDomainStatus = written_status(&second);
     assert_eq!(
-        conditions_of(&status),
+        testing::conditions_of(&status.conditions),
         [
             "NamespaceReady=True (Provisioned)",
             "AccessReady=True (Provisioned)",
@@ -184,7 +173,7 @@ async fn once_the_quota_is_accounted_one_status_write_makes_the_domain_ready() {
     // A condition that did not flip keeps the time it last did.
     let before = domain.status.as_ref().unwrap();
     assert_eq!(status.conditions[0].last_transition_time, before.conditions[0].last_transition_time);
-    let (_, third) = pass(&world, &world.after(&domain, &second)).await;
+    let (_, third) = world.pass(reconcile, &world.after(&domain, &second)).await;
     assert_eq!(testing::lines(&third), Vec::<String>::new());
 }
 
@@ -219,7 +208,7 @@ fn cluster(world: &World, owner: &str, products: &[&str]) {
 async fn deletion_under_block_waits_while_products_remain_and_says_which() {
     let world = World::start();
     cluster(&world, "d-1", &["orders", "invoices"]);
-    let (action, requests) = pass(&world, &deleting("Block")).await;
+    let (action, requests) = world.pass(reconcile, &deleting("Block")).await;
     assert_eq!(
         testing::lines(&requests),
         [
@@ -242,7 +231,7 @@ async fn deletion_under_block_waits_while_products_remain_and_says_which() {
 async fn deletion_under_block_once_no_product_remains_deletes_the_namespace_and_removes_only_meshplanes_finalizer() {
     let world = World::start();
     cluster(&world, "d-1", &[]);
-    let (action, requests) = pass(&world, &deleting("Block")).await;
+    let (action, requests) = world.pass(reconcile, &deleting("Block")).await;
     assert_eq!(
         testing::lines(&requests),
         [
@@ -261,7 +250,7 @@ async fn deletion_under_block_once_no_product_remains_deletes_the_namespace_and_
 async fn deletion_under_cascade_deletes_the_namespace_with_its_products() {
     let world = World::start();
     cluster(&world, "d-1", &["orders"]);
-    let (action, requests) = pass(&world, &deleting("Cascade")).await;
+    let (action, requests) = world.pass(reconcile, &deleting("Cascade")).await;
     assert_eq!(
         testing::lines(&requests),
         [
@@ -280,7 +269,7 @@ async fn deletion_under_cascade_deletes_the_namespace_with_its_products() {
 async fn deletion_never_deletes_a_namespace_the_domain_does_not_own() {
     let world = World::start();
     cluster(&world, "someone-else", &["orders"]);
-    let (_, requests) = pass(&world, &deleting("Cascade")).await;
+    let (_, requests) = world.pass(reconcile, &deleting("Cascade")).await;
     assert_eq!(testing::lines(&requests), ["get /api/v1/namespaces/dm-sales", "merge /apis/meshplane.dev/v1alpha1/datadomains/sales"]);
 }
 
@@ -290,7 +279,7 @@ async fn deletion_acts_on_the_namespace_the_domain_made_even_when_its_spec_now_n
     cluster(&world, "d-1", &["orders"]);
     let mut domain = deleting("Block");
     domain.spec.namespace = Some("sales-v2".into());
-    let (action, requests) = pass(&world, &domain).await;
+    let (action, requests) = world.pass(reconcile, &domain).await;
     assert_eq!(
         testing::lines(&requests),
         [

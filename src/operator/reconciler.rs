@@ -23,6 +23,16 @@ use crate::plumbing::watch::{Events, objects};
 /// How soon a pass that failed is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// `controller`, woken when a child of one of the named watched kinds
+/// changes or goes (its owner reference names the object to reconcile):
+/// `owning!(controller, watched, leadership; namespaces, role_bindings)`.
+#[macro_export]
+macro_rules! owning {
+    ($controller:expr, $watched:expr, $leadership:expr; $($kind:ident),+ $(,)?) => {
+        $controller$(.owns_shared_stream($crate::plumbing::watch::objects($watched.$kind.take($leadership))))+
+    };
+}
+
 /// A kind's controller over its own changes and cache, not yet running:
 /// the caller adds what else wakes it, then [`run`]s it.
 pub fn controller<K>(ctx: &Context, events: Events<K>, cache: Store<K>) -> Controller<K>

@@ -288,6 +288,24 @@ impl World {
         World { ctx: Arc::new(ctx), watched, server }
     }
 
+    /// One pass of `reconcile` over `object`, and the requests it made.
+    pub async fn pass<K, F, Fut>(&self, reconcile: F, object: &K) -> (crate::error::Result<kube::runtime::controller::Action>, Vec<Request>)
+    where
+        K: Clone,
+        F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+        Fut: std::future::Future<Output = crate::error::Result<kube::runtime::controller::Action>>,
+    {
+        let action = reconcile(Arc::new(object.clone()), self.ctx.clone()).await;
+        (action, self.server.take())
+    }
+
+    /// Puts the domain `sales` (uid `d-1`, namespace `dm-sales`) in the cache.
+    pub fn seed_sales(&mut self) {
+        self.seed(yaml(
+            "{apiVersion: meshplane.dev/v1alpha1, kind: DataDomain, metadata: {name: sales, uid: d-1}, spec: {}, status: {namespace: dm-sales}}",
+        ));
+    }
+
     /// Puts `object` (as the API server serves it) in its kind's cache, as
     /// the watch would.
     pub fn seed(&mut self, object: Value) {
@@ -362,6 +380,11 @@ impl World {
 }
 
 /// The status the pass wrote (its status apply), as `S`.
+/// Each condition as `Type=Status (Reason)`.
+pub fn conditions_of(conditions: &[crate::api::Condition]) -> Vec<String> {
+    conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect()
+}
+
 pub fn written_status<S: DeserializeOwned>(requests: &[Request]) -> S {
     let written: Vec<&Request> = requests.iter().filter(|r| r.is_apply() && r.path.ends_with("/status")).collect();
     assert_eq!(written.len(), 1, "one status write: {:#?}", lines(requests));

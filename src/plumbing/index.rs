@@ -108,13 +108,14 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByKey<K> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::rbac::v1::RoleBinding;
     use kube::ResourceExt;
     use kube::runtime::reflector;
 
-    fn binding(name: &str, owner: &str) -> RoleBinding {
+    /// A RoleBinding `name` owned by the object of uid `owner`.
+    pub(crate) fn binding(name: &str, owner: &str) -> RoleBinding {
         serde_saphyr::from_str(&format!(
             "metadata: {{name: {name}, namespace: dm-a, ownerReferences: [{{apiVersion: v1, kind: X, name: x, uid: {owner}}}]}}\n\
              roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}}"

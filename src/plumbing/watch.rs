@@ -179,16 +179,9 @@ pub fn dispatched<K: Resource<DynamicType = ()> + Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plumbing::index::tests::binding;
     use k8s_openapi::api::rbac::v1::RoleBinding;
     use kube::ResourceExt;
-
-    fn binding(name: &str, owner: &str) -> RoleBinding {
-        serde_saphyr::from_str(&format!(
-            "metadata: {{name: {name}, namespace: dm-a, ownerReferences: [{{apiVersion: v1, kind: X, name: x, uid: {owner}}}]}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}}"
-        ))
-        .unwrap()
-    }
 
     #[test]
     fn deletions_reach_subscribers_and_a_relist_reports_what_vanished() {

@@ -36,9 +36,8 @@ where
     S: Future<Output = ()> + Send + Sync + 'static,
 {
     let l = &ctx.leadership;
-    let controller = reconciler::controller(&ctx, watched.policies.take(l), ctx.caches.policies.clone())
-        .owns_shared_stream(objects(watched.admission_policies.take(l)))
-        .owns_shared_stream(objects(watched.admission_bindings.take(l)))
+    let own = reconciler::controller(&ctx, watched.policies.take(l), ctx.caches.policies.clone());
+    let controller = crate::owning!(own, watched, l; admission_policies, admission_bindings)
         .watches_shared_stream(objects(crate::domain::changes(watched.domains.take(l))), crate::plumbing::every(&ctx.caches.policies))
         .watches_shared_stream(objects(spec_changes(watched.products.take(l))), crate::plumbing::every(&ctx.caches.policies));
     reconciler::run(controller, ctx, shutdown, KIND, reconcile)

@@ -1,15 +1,12 @@
 //! Policy reconcile tests that need no cluster: passes against a stand-in
 //! API server (see `crate::operator::testing`).
 
-use std::sync::Arc;
-
-use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::*;
 use crate::api::GovernancePolicyStatus;
 use crate::keys;
-use crate::operator::testing::{self, Request, World, events, lines, written_status};
+use crate::operator::testing::{self, World, events, lines, written_status};
 
 const STANDARDS: &str = "
 apiVersion: meshplane.dev/v1alpha1
@@ -25,9 +22,7 @@ fn standards() -> GovernancePolicy {
 /// A domain `sales` with two products, one of them without an owner.
 fn world() -> World {
     let mut world = World::start();
-    world.seed(testing::yaml(
-        "{apiVersion: meshplane.dev/v1alpha1, kind: DataDomain, metadata: {name: sales, uid: d-1}, spec: {}, status: {namespace: dm-sales}}",
-    ));
+    world.seed_sales();
     for (name, owner) in [("orders", "sales-team"), ("invoices", "")] {
         let mut product = json!({"apiVersion": "meshplane.dev/v1alpha1", "kind": "DataProduct",
             "metadata": {"name": name, "namespace": "dm-sales", "uid": format!("p-{name}")}, "spec": {}});
@@ -39,18 +34,12 @@ fn world() -> World {
     world
 }
 
-/// One pass over `policy`, and the requests it made.
-async fn pass(world: &World, policy: &GovernancePolicy) -> (Result<Action>, Vec<Request>) {
-    let action = reconcile(Arc::new(policy.clone()), world.ctx.clone()).await;
-    (action, world.server.take())
-}
-
 const STATUS: &str = "apply --force /apis/meshplane.dev/v1alpha1/governancepolicies/standards/status";
 
 #[tokio::test]
 async fn a_first_pass_applies_the_admission_policy_and_its_binding_and_writes_one_status() {
     let world = world();
-    let (action, requests) = pass(&world, &standards()).await;
+    let (action, requests) = world.pass(reconcile, &standards()).await;
     assert_eq!(
         lines(&requests),
         [
@@ -77,11 +66,11 @@ async fn a_first_pass_applies_the_admission_policy_and_its_binding_and_writes_on
 #[tokio::test]
 async fn a_second_pass_over_what_the_first_applied_makes_no_request() {
     let mut world = world();
-    let (_, first) = pass(&world, &standards()).await;
+    let (_, first) = world.pass(reconcile, &standards()).await;
     world.seed_applied(&first, |_| {});
     let policy = world.after(&standards(), &first);
     assert!(policy.status.is_some());
-    let (action, second) = pass(&world, &policy).await;
+    let (action, second) = world.pass(reconcile, &policy).await;
     assert_eq!(lines(&second), Vec::<String>::new());
     assert!(action.is_ok());
     assert!(world.finish().await.is_empty());
@@ -90,12 +79,12 @@ async fn a_second_pass_over_what_the_first_applied_makes_no_request() {
 #[tokio::test]
 async fn a_product_that_comes_into_line_changes_only_the_status() {
     let mut world = world();
-    let (_, first) = pass(&world, &standards()).await;
+    let (_, first) = world.pass(reconcile, &standards()).await;
     world.seed_applied(&first, |_| {});
     let policy = world.after(&standards(), &first);
     world.seed(json!({"apiVersion": "meshplane.dev/v1alpha1", "kind": "DataProduct",
         "metadata": {"name": "invoices", "namespace": "dm-sales", "uid": "p-invoices"}, "spec": {"owner": "billing"}}));
-    let (_, second) = pass(&world, &policy).await;
+    let (_, second) = world.pass(reconcile, &policy).await;
     assert_eq!(lines(&second), [STATUS]);
     assert_eq!(written_status::<GovernancePolicyStatus>(&second).violations, Some(0));
 }

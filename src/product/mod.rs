@@ -48,15 +48,10 @@ where
 {
     let l = &ctx.leadership;
     let (products, namespaces, settings) = (ctx.caches.products.clone(), ctx.caches.namespaces.clone(), ctx.settings.domain.clone());
-    let controller = reconciler::controller(&ctx, watched.products.take(l), ctx.caches.products.clone())
-        .owns_shared_stream(objects(watched.service_accounts.take(l)))
-        .owns_shared_stream(objects(watched.config_maps.take(l)))
-        .owns_shared_stream(objects(watched.claims.take(l)))
-        .owns_shared_stream(objects(watched.cron_jobs.take(l)))
-        .owns_shared_stream(objects(watched.deployments.take(l)))
-        .owns_shared_stream(objects(watched.roles.take(l)))
-        .owns_shared_stream(objects(watched.role_bindings.take(l)))
-        .owns_shared_stream(objects(watched.network_policies.take(l)))
+    let own = reconciler::controller(&ctx, watched.products.take(l), ctx.caches.products.clone());
+    let children = crate::owning!(own, watched, l;
+        service_accounts, config_maps, claims, cron_jobs, deployments, roles, role_bindings, network_policies);
+    let controller = children
         // A Job's progress is a pipeline run of the product named on it.
         .watches_shared_stream(objects(watched.jobs.take(l)), |job| {
             let product = job.labels().get(keys::LABEL_PRODUCT)?;

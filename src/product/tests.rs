@@ -1,7 +1,6 @@
 //! Product reconcile tests that need no cluster: passes against a stand-in
 //! API server (see `crate::operator::testing`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -32,9 +31,7 @@ fn orders() -> DataProduct {
 /// domain `crm`, in the caches.
 fn world() -> World {
     let mut world = World::start();
-    world.seed(testing::yaml(
-        "{apiVersion: meshplane.dev/v1alpha1, kind: DataDomain, metadata: {name: sales, uid: d-1}, spec: {}, status: {namespace: dm-sales}}",
-    ));
+    world.seed_sales();
     world.seed(testing::yaml(
         "{apiVersion: meshplane.dev/v1alpha1, kind: DataDomain, metadata: {name: crm, uid: d-2},\
           spec: {members: [{kind: Group, name: crm-team}]}, status: {namespace: dm-crm}}",
@@ -57,17 +54,6 @@ fn settle(object: &mut Value) {
     }
 }
 
-/// One pass over `product`, and the requests it made.
-async fn pass(world: &World, product: &DataProduct) -> (Result<Action>, Vec<Request>) {
-    let action = reconcile(Arc::new(product.clone()), world.ctx.clone()).await;
-    (action, world.server.take())
-}
-
-/// Each condition as `Type=Status (Reason)`.
-fn conditions_of(status: &DataProductStatus) -> Vec<String> {
-    status.conditions.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect()
-}
-
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Every child of `orders`, in apply order, as `apply` lines (unforced:
@@ -88,10 +74,10 @@ const STATUS: &str = "apply --force /apis/meshplane.dev/v1alpha1/namespaces/dm-s
 /// `orders` once its children have settled and its status says so: the
 /// requests of its first pass, and the product as the cluster then serves it.
 async fn provisioned(world: &mut World) -> (Vec<Request>, DataProduct) {
-    let (_, first) = pass(world, &orders()).await;
+    let (_, first) = world.pass(reconcile, &orders()).await;
     world.seed_applied(&first, settle);
     let product = world.after(&orders(), &first);
-    let (_, second) = pass(world, &product).await;
+    let (_, second) = world.pass(reconcile, &product).await;
     assert_eq!(lines(&second), [STATUS]);
     (first, world.after(&product, &second))
 }
@@ -99,7 +85,7 @@ async fn provisioned(world: &mut World) -> (Vec<Request>, DataProduct) {
 #[tokio::test]
 async fn a_first_pass_applies_every_child_and_leaves_the_status_until_they_settle() {
     let world = world();
-    let (action, requests) = pass(&world, &orders()).await;
+    let (action, requests) = world.pass(reconcile, &orders()).await;
     let mut expected = vec!["merge /apis/meshplane.dev/v1alpha1/namespaces/dm-sales/dataproducts/orders".to_string()];
     expected.extend(CHILDREN.map(String::from));
     assert_eq!(writes_and_reads(&requests), expected);
@@ -117,16 +103,16 @@ async fn a_first_pass_applies_every_child_and_leaves_the_status_until_they_settl
 #[tokio::test]
 async fn the_pass_after_the_children_settled_writes_one_status_and_the_next_writes_nothing() {
     let mut world = world();
-    let (_, first) = pass(&world, &orders()).await;
+    let (_, first) = world.pass(reconcile, &orders()).await;
     world.seed_applied(&first, settle);
     let product = world.after(&orders(), &first);
-    let (action, second) = pass(&world, &product).await;
+    let (action, second) = world.pass(reconcile, &product).await;
     assert_eq!(lines(&second), [STATUS]);
     assert_eq!(action.unwrap(), Action::requeue(RESYNC));
     let status: DataProductStatus = written_status(&second);
     assert_eq!(status.phase.as_deref(), Some("Ready"));
     assert_eq!(
-        conditions_of(&status),
+        testing::conditions_of(&status.conditions),
         [
             "StorageReady=True (Provisioned)",
             "PipelinesReady=True (Provisioned)",
@@ -138,7 +124,7 @@ async fn the_pass_after_the_children_settled_writes_one_status_and_the_next_writ
             "Stalled=False (NotStalled)",
         ]
     );
-    let (action, third) = pass(&world, &world.after(&product, &second)).await;
+    let (action, third) = world.pass(reconcile, &world.after(&product, &second)).await;
     assert_eq!(lines(&third), Vec::<String>::new());
     assert_eq!(action.unwrap(), Action::requeue(RESYNC));
     assert!(world.finish().await.is_empty());
@@ -166,7 +152,7 @@ async fn a_field_another_manager_changed_is_restored_by_a_forced_apply_with_a_wa
     let mut world = world();
     let (first, product) = provisioned(&mut world).await;
     edit_replicas(&mut world, &first);
-    let (action, requests) = pass(&world, &product).await;
+    let (action, requests) = world.pass(reconcile, &product).await;
     assert_eq!(
         lines(&requests),
         [
@@ -192,11 +178,11 @@ async fn a_manager_that_keeps_changing_a_field_is_yielded_to_and_the_product_sta
     edit_replicas(&mut world, &first);
     // The edit comes back after every restore.
     for restore in 1..=crate::write::CONFLICT_LIMIT {
-        let (_, requests) = pass(&world, &product).await;
+        let (_, requests) = world.pass(reconcile, &product).await;
         assert_eq!(events(&requests).len(), 1, "restore {restore}: {:#?}", lines(&requests));
         assert!(requests[2].note().contains(&format!("restore {restore} of 3")), "{}", requests[2].note());
     }
-    let (_, requests) = pass(&world, &product).await;
+    let (_, requests) = world.pass(reconcile, &product).await;
     assert_eq!(
         lines(&requests),
         ["apply /apis/apps/v1/namespaces/dm-sales/deployments/orders-stream", "event Warning FieldManagerConflict", STATUS]
@@ -222,7 +208,7 @@ async fn a_claim_the_quota_refuses_holds_back_no_other_child_and_the_status_name
         (request.is_apply() && request.path.ends_with("/persistentvolumeclaims/orders-data"))
             .then(|| Reply::refuse(403, "Forbidden", REFUSED))
     });
-    let (action, first) = pass(&world, &orders()).await;
+    let (action, first) = world.pass(reconcile, &orders()).await;
     // Every child after the refused claim is applied all the same.
     assert_eq!(writes_and_reads(&first)[1..], CHILDREN);
     assert_eq!(first.iter().filter(|r| r.answered == 403).count(), 1);
@@ -231,11 +217,11 @@ async fn a_claim_the_quota_refuses_holds_back_no_other_child_and_the_status_name
 
     world.seed_applied(&first, settle);
     let product = world.after(&orders(), &first);
-    let (action, second) = pass(&world, &product).await;
+    let (action, second) = world.pass(reconcile, &product).await;
     assert_eq!(lines(&second), ["apply /api/v1/namespaces/dm-sales/persistentvolumeclaims/orders-data", STATUS]);
     let status: DataProductStatus = written_status(&second);
     assert_eq!(
-        conditions_of(&status),
+        testing::conditions_of(&status.conditions),
         [
             "StorageReady=False (QuotaExceeded)",
             "PipelinesReady=True (Provisioned)",
@@ -289,7 +275,7 @@ const FINALIZER: &str = "merge /apis/meshplane.dev/v1alpha1/namespaces/dm-sales/
 async fn deletion_under_retain_releases_the_claim_and_lets_the_product_go() {
     let world = World::start();
     claims(&world);
-    let (action, requests) = pass(&world, &deleting("Retain")).await;
+    let (action, requests) = world.pass(reconcile, &deleting("Retain")).await;
     assert_eq!(
         lines(&requests),
         [
@@ -319,7 +305,7 @@ async fn deletion_under_retain_releases_the_claim_and_lets_the_product_go() {
 async fn deletion_under_delete_deletes_the_products_own_claim_and_no_other() {
     let world = World::start();
     claims(&world);
-    let (action, requests) = pass(&world, &deleting("Delete")).await;
+    let (action, requests) = world.pass(reconcile, &deleting("Delete")).await;
     assert_eq!(
         lines(&requests),
         [
