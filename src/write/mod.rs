@@ -8,15 +8,12 @@ pub mod apply;
 pub mod conflict;
 pub mod grants;
 
-use std::fmt::Debug;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use apply::{Applier, Drift, Guarded, Outcome};
@@ -67,7 +64,7 @@ impl Writer {
     /// the status is meshplane's alone), unless it already is.
     pub async fn status<K, S>(&self, object: &K, current: Option<&S>, status: &S) -> Result<()>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        K: Resource<DynamicType = ()>,
         S: Serialize + PartialEq,
     {
         if current == Some(status) {
