@@ -5,11 +5,11 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{DataDomain, DataProduct, GovernancePolicy};
+use crate::api::{DataDomain, DataPlatform, DataProduct, GovernancePolicy};
 
 /// Every CRD meshplane serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![DataDomain::crd(), DataProduct::crd(), GovernancePolicy::crd()]
+    vec![DataDomain::crd(), DataProduct::crd(), GovernancePolicy::crd(), DataPlatform::crd()]
 }
 
 /// One multi-document YAML stream of every CRD, as committed in `crds/`.

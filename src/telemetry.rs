@@ -128,7 +128,7 @@ impl Default for Metrics {
             backlog.clone(),
         );
         // Series start at zero, so dashboards and alerts see them before the first event.
-        for kind in ["DataDomain", "DataProduct", "GovernancePolicy"] {
+        for kind in ["DataDomain", "DataProduct", "GovernancePolicy", "DataPlatform"] {
             let _ = reconciliations.get_or_create(&KindLabels { kind });
             let _ = in_flight.get_or_create(&KindLabels { kind });
             for category in crate::error::CATEGORIES {

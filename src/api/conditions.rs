@@ -54,6 +54,16 @@ pub mod reason {
     /// binding's subjects, a role's rules, a network policy's rules) were
     /// removed (an Event).
     pub const FOREIGN_GRANT_REMOVED: &str = "ForeignGrantRemoved";
+    /// A DataPlatform's engine does not answer.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// A DataPlatform's admin Secret is missing or incomplete.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A DataPlatform's engine refused its admin login.
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    /// A DataPlatform names a database its engine does not have.
+    pub const DATABASE_NOT_FOUND: &str = "DatabaseNotFound";
+    /// A DataPlatform's admin login lacks a privilege meshplane needs.
+    pub const MISSING_PRIVILEGE: &str = "MissingPrivilege";
 }
 
 /// A condition as computed by a reconcile pass, before it is merged into the

@@ -47,6 +47,7 @@ pub async fn run(
     let domains = crate::domain::controller(ctx.clone(), &mut watched, shutdown.clone());
     let products = crate::product::controller(ctx.clone(), &mut watched, shutdown.clone());
     let policies = crate::policy::controller(ctx.clone(), &mut watched, shutdown.clone());
+    let platforms = crate::platform::controller(ctx.clone(), &mut watched, shutdown.clone());
     let watches = watched.run(&client, &metrics);
 
     // kube's controllers hold their runners until their stores have listed,
@@ -74,7 +75,7 @@ pub async fn run(
     };
     // The watches run until the controllers have shut down.
     tokio::select! {
-        _ = async { tokio::join!(domains, products, policies, ready) } => {},
+        _ = async { tokio::join!(domains, products, policies, platforms, ready) } => {},
         _ = watches => {},
         _ = count_by_condition(caches, metrics) => {},
         () = stopped_unsynced => tracing::info!("stopped before the caches synced; no pass had run"),
@@ -95,6 +96,7 @@ async fn count_by_condition(caches: Caches, metrics: Arc<Metrics>) {
         count(&metrics, "GovernancePolicy", &caches.policies.state(), |p| {
             p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
         });
+        count(&metrics, "DataPlatform", &caches.platforms.state(), |p| p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation)));
     }
 }
 

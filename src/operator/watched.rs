@@ -16,7 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Config;
 
 use super::context::Indexes;
-use crate::api::{DataDomain, DataProduct, GovernancePolicy};
+use crate::api::{DataDomain, DataPlatform, DataProduct, GovernancePolicy};
 use crate::catalog::index::Index;
 use crate::keys;
 use crate::plumbing::owned::Owned;
@@ -96,6 +96,7 @@ watched_kinds! { indexes, search;
         move |event, cache| search.apply_shared(event, &|namespace, name| cache.get(&ObjectRef::new(name).within(namespace)))
     }),
     policies: GovernancePolicy = Shared::watch(all()),
+    platforms: DataPlatform = Shared::watch(all()),
     admission_policies: ValidatingAdmissionPolicy = Shared::watch(owned()),
     admission_bindings: ValidatingAdmissionPolicyBinding = Shared::watch(owned()),
     namespaces: Namespace = Shared::watch(owned()),
