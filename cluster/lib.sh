@@ -25,6 +25,14 @@ KSTATUS_VERSION=v0.37.2
 # Keyed by its source too: it is ours, and changes without a version bump.
 KSTATUS_BIN="$CACHE_ROOT/kstatus-$KSTATUS_VERSION-$(cat "$(dirname "${BASH_SOURCE[0]}")"/modules/kstatus/{go.mod,go.sum,main.go} | sha256sum | cut -c1-8)/bin"
 KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
+# PostgreSQL is not built: it is Debian's package (cluster/postgres.sh installs
+# it), whose server binaries live in /usr/lib/postgresql/<major>/bin. The
+# newest major installed is the one used (15 on Debian 12).
+postgres_bin_dir() {
+  local newest
+  newest=$(printf '%s\n' /usr/lib/postgresql/*/bin/postgres | sort -V | tail -n1)
+  [ -x "$newest" ] && dirname "$newest"
+}
 
 # The state folder (state, ports, logs, PIDs) of the cluster a script acts on:
 # the developer's, target/cluster, unless MESHPLANE_CLUSTER_DIR names another.
@@ -38,6 +46,12 @@ PKI="$STATE/pki"
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 KUBECONFIG_FILE="$STATE/kubeconfig"
+# PostgreSQL's data, socket and credentials (cluster/postgres.sh). admin.env
+# holds the connection details of meshplane's admin role, superuser.env those
+# of the bootstrap superuser, as KEY=VALUE lines named as libpq's variables.
+POSTGRES_STATE="$STATE/postgres"
+POSTGRES_ADMIN_ENV="$POSTGRES_STATE/admin.env"
+POSTGRES_SUPERUSER_ENV="$POSTGRES_STATE/superuser.env"
 
 # Every binary the scripts and tests use, in the order `bin_path` knows them.
 bin_path() {
@@ -47,6 +61,11 @@ bin_path() {
     kwok) echo "$KWOK_BIN/kwok" ;;
     helm) echo "$HELM_BIN/helm" ;;
     kstatus) echo "$KSTATUS_BIN/kstatus" ;;
+    postgres | initdb | pg_isready | psql)
+      local dir
+      dir=$(postgres_bin_dir) || { echo "PostgreSQL is not installed: cluster/postgres.sh install (as root)" >&2; return 1; }
+      echo "$dir/$1"
+      ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
   esac
 }
@@ -57,6 +76,16 @@ down_command() {
     "$DEV_STATE") echo "make cluster-down" ;;
     "$TEST_STATE") echo "make test-cluster-down" ;;
     *) echo "MESHPLANE_CLUSTER_DIR=$STATE cluster/down.sh" ;;
+  esac
+}
+
+# The signal that stops a component cleanly and soon. PostgreSQL's SIGTERM is
+# a "smart" shutdown, which waits for every client to disconnect; SIGINT is
+# its fast one (clients disconnected, a checkpoint, exit).
+stop_signal() {
+  case "$1" in
+    postgres) echo INT ;;
+    *) echo TERM ;;
   esac
 }
 
@@ -96,6 +125,15 @@ pick_port() {
   done
   RESERVED_PORTS="${RESERVED_PORTS:-} $port"
   printf -v "$var" '%s' "$port"
+}
+
+# Gone means exited and its files (listening sockets) closed: the process
+# is reaped or a zombie. Its executable link vanishes earlier, while the
+# sockets are still open.
+exited() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ -z "$state" ] || [ "$state" = Z ]
 }
 
 # True when the PID in the given file is alive and still runs the binary we

@@ -2,17 +2,22 @@
 # Starts the local control plane: etcd, kube-apiserver (RBAC, client
 # certificates, service-account tokens, bound to 127.0.0.1), kube-controller-
 # manager, kube-scheduler and kwok with fake Nodes, plus a default
-# StorageClass backed by a pool of static hostPath PersistentVolumes.
-# Writes kubeconfig in its state folder (target/cluster, the developer's; the
-# tests start theirs in target/cluster-test). A second call reports the
-# running cluster.
+# StorageClass backed by a pool of static hostPath PersistentVolumes; and
+# PostgreSQL on 127.0.0.1 (cluster/postgres.sh), the first data engine of
+# meshplane's data plane, with meshplane's admin credentials in
+# postgres/admin.env. Writes kubeconfig in its state folder (target/cluster,
+# the developer's; the tests start theirs in target/cluster-test). A second
+# call reports the running cluster, starting PostgreSQL again if it was
+# stopped (cluster/postgres.sh stop), on its data.
 #
 # Settings (environment): NODES (fake nodes, default 2), PV_POOL (static
 # volumes, default 300), MESHPLANE_CLUSTER_DIR (state folder), PROFILING=true
 # (the API server serves /debug/pprof, e.g. `kubectl get --raw
 # '/debug/pprof/profile?seconds=30' > cpu.pprof`, then `go tool pprof -top`),
 # AUDIT=false (no audit log; by default every write request is logged, as
-# one JSON line with who wrote what, to logs/audit.log in the state folder).
+# one JSON line with who wrote what, to logs/audit.log in the state folder),
+# POSTGRES=false (no PostgreSQL; by default it runs, installed with apt-get
+# when missing, which needs root).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -20,19 +25,25 @@ NODES=${NODES:-2}
 PV_POOL=${PV_POOL:-300}
 PROFILING=${PROFILING:-false}
 AUDIT=${AUDIT:-true}
+POSTGRES=${POSTGRES:-true}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 kubectl() { "$(bin_path kubectl)" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 report() {
-  local server
+  local server postgres="" data=""
   server=$(sed -n 's/^ *server: //p' "$KUBECONFIG_FILE" | head -n1)
+  if pid_alive "$PIDS/postgres.pid"; then
+    postgres="PostgreSQL on 127.0.0.1:$(sed -n 's/^PGPORT=//p' "$POSTGRES_ADMIN_ENV"), database meshplane; meshplane's admin: $POSTGRES_ADMIN_ENV
+"
+    data=" (PostgreSQL's data too)"
+  fi
   cat <<EOF
 local control plane is running ($KUBERNETES_VERSION) at $server
   export KUBECONFIG=$KUBECONFIG_FILE
   export PATH=$KUBERNETES_BIN:$HELM_BIN:\$PATH
   kubectl get nodes
-logs: $LOGS/   stop and remove it: $(down_command)
+${postgres}logs: $LOGS/   stop and remove it$data: $(down_command)
 EOF
 }
 
@@ -43,6 +54,9 @@ running() {
 }
 
 if running; then
+  if [ "$POSTGRES" = true ] && ! pid_alive "$PIDS/postgres.pid"; then
+    "$CLUSTER_SRC/postgres.sh" start >/dev/null
+  fi
   report
   exit 0
 fi
@@ -53,6 +67,7 @@ fi
 
 require_tools go openssl curl
 "$CLUSTER_SRC/build.sh"
+[ "$POSTGRES" != true ] || "$CLUSTER_SRC/postgres.sh" install
 
 start=$SECONDS
 rm -rf "$STATE"
@@ -203,6 +218,11 @@ launch kube-apiserver \
 write_kubeconfig "$STATE/admin.kubeconfig" admin
 KUBECONFIG_FILE_READY=$KUBECONFIG_FILE
 KUBECONFIG_FILE="$STATE/admin.kubeconfig"
+# PostgreSQL (its initdb too) starts while the API server boots, which takes
+# longer, on a port none of the ones picked above.
+if [ "$POSTGRES" = true ]; then
+  RESERVED_PORTS=$RESERVED_PORTS "$CLUSTER_SRC/postgres.sh" start >/dev/null
+fi
 wait_for kube-apiserver 120 "$LOGS/kube-apiserver.log" kubectl get --raw /readyz
 
 # --- controllers, scheduler, kwok -------------------------------------------
