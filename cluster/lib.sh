@@ -74,7 +74,7 @@ bin_path() {
 down_command() {
   case "$STATE" in
     "$DEV_STATE") echo "make cluster-down" ;;
-    "$TEST_STATE") echo "make test-cluster-down" ;;
+    "$REPO_ROOT/target/cluster-test") echo "make test-cluster-down" ;;
     *) echo "MESHPLANE_CLUSTER_DIR=$STATE cluster/down.sh" ;;
   esac
 }
