@@ -89,7 +89,7 @@ crds-check: ## Fail when crds/ differs from `meshplane crds`
 
 .PHONY: integration
 integration: test-install ## Integration tests on the tests' own control plane (target/cluster-test)
-	$(ON_TEST_CLUSTER) cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser -- --test-threads 8 --show-output
+	$(ON_TEST_CLUSTER) cargo test --test cluster --test domain --test product --test governance --test deploy --test gitops --test catalog --test browser --test platform -- --test-threads 8 --show-output
 	# Timed reactions to hand deletions and edits: on a quieter cluster.
 	$(ON_TEST_CLUSTER) cargo test --test drift -- --test-threads 1 --show-output
 	# Alone, after the others: it reads the API server's request counters.

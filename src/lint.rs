@@ -157,6 +157,7 @@ pub fn lint(files: &[(String, String)], namespace_prefix: &str) -> Vec<Finding> 
             "DataDomain" => serde_json::from_value(doc.value.clone()).map(|d| domains.push(d)),
             "DataProduct" => serde_json::from_value(doc.value.clone()).map(|p| products.push((i, p))),
             "GovernancePolicy" => serde_json::from_value(doc.value.clone()).map(|p| policies.push(p)),
+            "DataPlatform" => serde_json::from_value::<crate::api::DataPlatform>(doc.value.clone()).map(|_| ()),
             _ => Ok(()),
         };
         if let Err(e) = parsed {

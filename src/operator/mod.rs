@@ -96,7 +96,9 @@ async fn count_by_condition(caches: Caches, metrics: Arc<Metrics>) {
         count(&metrics, "GovernancePolicy", &caches.policies.state(), |p| {
             p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
         });
-        count(&metrics, "DataPlatform", &caches.platforms.state(), |p| p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation)));
+        count(&metrics, "DataPlatform", &caches.platforms.state(), |p| {
+            p.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+        });
     }
 }
 

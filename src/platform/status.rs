@@ -5,9 +5,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::observe::Found;
+use crate::api::DataPlatform;
 use crate::api::conditions::{self, Computed, reason};
 use crate::api::platform::DataPlatformStatus;
-use crate::api::DataPlatform;
 
 /// How soon a platform that is not Ready looks again: an engine coming
 /// back, a Secret made or a privilege granted is no event of the platform's.
@@ -34,8 +34,18 @@ pub fn conditions(found: &Found) -> Vec<Computed> {
     };
     vec![
         Computed::new(conditions::READY, false, why, message),
-        Computed::new(conditions::RECONCILING, !needs_a_person, if needs_a_person { reason::NOT_RECONCILING } else { why }, if needs_a_person { "" } else { message }),
-        Computed::new(conditions::STALLED, needs_a_person, if needs_a_person { why } else { reason::NOT_STALLED }, if needs_a_person { message } else { "" }),
+        Computed::new(
+            conditions::RECONCILING,
+            !needs_a_person,
+            if needs_a_person { reason::NOT_RECONCILING } else { why },
+            if needs_a_person { "" } else { message },
+        ),
+        Computed::new(
+            conditions::STALLED,
+            needs_a_person,
+            if needs_a_person { why } else { reason::NOT_STALLED },
+            if needs_a_person { message } else { "" },
+        ),
     ]
 }
 
@@ -70,7 +80,9 @@ pub fn warning(current: &[conditions::Condition], computed: &[Computed]) -> Opti
     if ready.status {
         return None;
     }
-    let recorded = current.iter().any(|c| c.type_ == conditions::READY && c.status == "False" && c.reason == ready.reason && c.message == ready.message);
+    let recorded = current
+        .iter()
+        .any(|c| c.type_ == conditions::READY && c.status == "False" && c.reason == ready.reason && c.message == ready.message);
     (!recorded).then(|| (ready.reason, ready.message.clone()))
 }
 
@@ -80,9 +92,8 @@ mod tests {
 
     #[test]
     fn a_fault_that_needs_a_person_stalls_and_an_unreachable_engine_is_still_reconciling() {
-        let status = |found: &Found| {
-            conditions(found).into_iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect::<Vec<_>>()
-        };
+        let status =
+            |found: &Found| conditions(found).into_iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect::<Vec<_>>();
         assert_eq!(
             status(&Found::Ready { version: "PostgreSQL 15.18".into() }),
             ["Ready=true (Reconciled)", "Reconciling=false (NotReconciling)", "Stalled=false (NotStalled)"]
