@@ -28,7 +28,8 @@ for size in $sizes; do
   # The logs (the operator's, the API server's) outlive the cluster.
   keep_logs() { rm -rf "$REPO_ROOT/target/bench/logs-$size"; cp -r "$MESHPLANE_CLUSTER_DIR/logs" "$REPO_ROOT/target/bench/logs-$size" || true; }
   trap 'keep_logs; "$CLUSTER_SRC/down.sh"' EXIT
-  AUDIT=false PV_POOL=$((2 * products + 100)) "$CLUSTER_SRC/up.sh"
+  # The scale benchmark uses no data engine.
+  AUDIT=false POSTGRES=false PV_POOL=$((2 * products + 100)) "$CLUSTER_SRC/up.sh"
   BENCH_DOMAINS=$domains BENCH_PRODUCTS=$products cargo bench --bench scale
   keep_logs
   "$CLUSTER_SRC/down.sh"
