@@ -1,5 +1,5 @@
 //! What every controller shares, and [`run`], which wires them: one watch
-//! per kind ([`watched`]), the caches and the [`Context`], the three
+//! per kind ([`watched`]), the caches and the [`Context`], the
 //! controllers, readiness, and the objects-by-condition gauges.
 
 pub mod context;

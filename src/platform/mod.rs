@@ -6,6 +6,7 @@
 //! if it changed). meshplane makes nothing on the engine for the platform
 //! itself; products' storage on it is theirs.
 
+pub mod names;
 pub mod observe;
 pub mod status;
 
