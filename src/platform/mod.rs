@@ -53,3 +53,6 @@ async fn reconcile(platform: Arc<DataPlatform>, ctx: Arc<Context>) -> Result<Act
     ctx.write.status(platform.as_ref(), platform.status.as_ref(), &next).await?;
     Ok(Action::requeue(status::requeue(&found, ctx.settings.resync)))
 }
+
+#[cfg(test)]
+mod tests;
