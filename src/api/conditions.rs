@@ -82,6 +82,36 @@ impl Computed {
     }
 }
 
+/// Ready, Reconciling and Stalled (kstatus) of an object that is done.
+pub fn reconciled(message: impl Into<String>) -> [Computed; 3] {
+    [
+        Computed::new(READY, true, reason::RECONCILED, message),
+        Computed::new(RECONCILING, false, reason::NOT_RECONCILING, ""),
+        Computed::new(STALLED, false, reason::NOT_STALLED, ""),
+    ]
+}
+
+/// Ready, Reconciling and Stalled of an object meshplane is still working
+/// on, for `why`.
+pub fn reconciling(why: &'static str, message: impl Into<String>) -> [Computed; 3] {
+    let message = message.into();
+    [
+        Computed::new(READY, false, why, &message),
+        Computed::new(RECONCILING, true, why, message),
+        Computed::new(STALLED, false, reason::NOT_STALLED, ""),
+    ]
+}
+
+/// Ready, Reconciling and Stalled of an object that needs a person, for `why`.
+pub fn stalled(why: &'static str, message: impl Into<String>) -> [Computed; 3] {
+    let message = message.into();
+    [
+        Computed::new(READY, false, why, &message),
+        Computed::new(RECONCILING, false, reason::NOT_RECONCILING, ""),
+        Computed::new(STALLED, true, why, message),
+    ]
+}
+
 /// Merges computed conditions into the current list: a condition keeps its
 /// `lastTransitionTime` unless its status flipped; `now` stamps new and
 /// flipped ones. Conditions of types not computed this pass are dropped.

@@ -83,18 +83,13 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
                 valid.namespace
             );
             events::warn_once(&domain, &ctx, reason::NAMESPACE_NOT_OWNED, &message).await;
-            write_status(&domain, &ctx, None, status::stalled(reason::NAMESPACE_NOT_OWNED, &message)).await?;
+            write_status(&domain, &ctx, None, conditions::stalled(reason::NAMESPACE_NOT_OWNED, &message).to_vec()).await?;
             // The namespace may be freed later; look again now and then.
             return Ok(Action::requeue(ctx.settings.resync));
         }
         NamespaceState::Terminating => {
             let message = format!("namespace `{}` is still being deleted; waiting to create it again", valid.namespace);
-            let computed = vec![
-                Computed::new(conditions::READY, false, reason::NAMESPACE_TERMINATING, &message),
-                Computed::new(conditions::RECONCILING, true, reason::NAMESPACE_TERMINATING, &message),
-                Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
-            ];
-            write_status(&domain, &ctx, None, computed).await?;
+            write_status(&domain, &ctx, None, conditions::reconciling(reason::NAMESPACE_TERMINATING, message).to_vec()).await?;
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         NamespaceState::Absent | NamespaceState::Owned => {}
@@ -120,7 +115,7 @@ async fn reconcile(domain: Arc<DataDomain>, ctx: Arc<Context>) -> Result<Action>
 async fn stall(domain: &DataDomain, ctx: &Context, problem: &DomainSpecError) -> Result<Action> {
     let message = problem.to_string();
     events::warn_once(domain, ctx, reason::INVALID_SPEC, &message).await;
-    write_status(domain, ctx, None, status::stalled(reason::INVALID_SPEC, &message)).await?;
+    write_status(domain, ctx, None, conditions::stalled(reason::INVALID_SPEC, &message).to_vec()).await?;
     // Nothing changes until the spec does; a spec change triggers a pass.
     Ok(Action::await_change())
 }

@@ -20,15 +20,6 @@ pub const PARTS: [(&str, &str); 4] = [
     (conditions::NETWORK_READY, "network policies"),
 ];
 
-/// The conditions of a domain that needs a person: Ready false, Stalled.
-pub fn stalled(why: &'static str, message: &str) -> Vec<Computed> {
-    vec![
-        Computed::new(conditions::READY, false, why, message),
-        Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""),
-        Computed::new(conditions::STALLED, true, why, message),
-    ]
-}
-
 /// Conditions after an apply pass (pure).
 pub fn provisioned(valid: &ValidDomain<'_>, bundle: &DomainBundle, applied: &Applied, unaccounted: &[String]) -> Vec<Computed> {
     let mut computed = Vec::new();
@@ -50,29 +41,18 @@ pub fn provisioned(valid: &ValidDomain<'_>, bundle: &DomainBundle, applied: &App
             Computed::new(type_, false, reason::PROGRESSING, "waiting for the parts before it")
         });
     }
-    match &applied.result {
-        Ok(()) if unaccounted.is_empty() => {
-            let message = format!(
-                "namespace {} is provisioned: {} role bindings, quota, limit range, {} network policies",
-                valid.namespace,
-                bundle.role_bindings.len(),
-                bundle.network_policies.len()
-            );
-            computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
-            computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
-        }
+    computed.extend(match &applied.result {
+        Ok(()) if unaccounted.is_empty() => conditions::reconciled(format!(
+            "namespace {} is provisioned: {} role bindings, quota, limit range, {} network policies",
+            valid.namespace,
+            bundle.role_bindings.len(),
+            bundle.network_policies.len()
+        )),
         Ok(()) => {
-            let message = "everything is applied; waiting for the quota to be accounted (QuotaReady)";
-            computed.push(Computed::new(conditions::READY, false, reason::QUOTA_PENDING, message));
-            computed.push(Computed::new(conditions::RECONCILING, true, reason::QUOTA_PENDING, message));
+            conditions::reconciling(reason::QUOTA_PENDING, "everything is applied; waiting for the quota to be accounted (QuotaReady)")
         }
-        Err(error) => {
-            let message = format!("provisioning is retrying: {error}");
-            computed.push(Computed::new(conditions::READY, false, reason::APPLY_FAILED, &message));
-            computed.push(Computed::new(conditions::RECONCILING, true, reason::APPLY_FAILED, &message));
-        }
-    }
-    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
+        Err(error) => conditions::reconciling(reason::APPLY_FAILED, format!("provisioning is retrying: {error}")),
+    });
     computed
 }
 

@@ -17,36 +17,16 @@ pub const RETRY: Duration = Duration::from_secs(10);
 /// missing Secret, a refused login, a missing privilege) is Stalled; an
 /// engine out of reach is still being reconciled.
 pub fn conditions(found: &Found) -> Vec<Computed> {
-    let (why, message, needs_a_person) = match found {
-        Found::Ready { version } => {
-            return vec![
-                Computed::new(conditions::READY, true, reason::RECONCILED, format!("connected; {version}")),
-                Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""),
-                Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
-            ];
-        }
-        Found::Unreachable(m) => (reason::UNREACHABLE, m, false),
-        Found::SecretNotFound(m) => (reason::SECRET_NOT_FOUND, m, true),
-        Found::InvalidSpec(m) => (reason::INVALID_SPEC, m, true),
-        Found::AuthenticationFailed(m) => (reason::AUTHENTICATION_FAILED, m, true),
-        Found::DatabaseNotFound(m) => (reason::DATABASE_NOT_FOUND, m, true),
-        Found::MissingPrivilege(m) => (reason::MISSING_PRIVILEGE, m, true),
+    let triple = match found {
+        Found::Ready { version } => conditions::reconciled(format!("connected; {version}")),
+        Found::Unreachable(m) => conditions::reconciling(reason::UNREACHABLE, m),
+        Found::SecretNotFound(m) => conditions::stalled(reason::SECRET_NOT_FOUND, m),
+        Found::InvalidSpec(m) => conditions::stalled(reason::INVALID_SPEC, m),
+        Found::AuthenticationFailed(m) => conditions::stalled(reason::AUTHENTICATION_FAILED, m),
+        Found::DatabaseNotFound(m) => conditions::stalled(reason::DATABASE_NOT_FOUND, m),
+        Found::MissingPrivilege(m) => conditions::stalled(reason::MISSING_PRIVILEGE, m),
     };
-    vec![
-        Computed::new(conditions::READY, false, why, message),
-        Computed::new(
-            conditions::RECONCILING,
-            !needs_a_person,
-            if needs_a_person { reason::NOT_RECONCILING } else { why },
-            if needs_a_person { "" } else { message },
-        ),
-        Computed::new(
-            conditions::STALLED,
-            needs_a_person,
-            if needs_a_person { why } else { reason::NOT_STALLED },
-            if needs_a_person { message } else { "" },
-        ),
-    ]
+    triple.to_vec()
 }
 
 /// The status a pass computed, given the current one.

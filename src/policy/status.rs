@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::build::admission_name;
-use crate::api::conditions::{self, Computed, reason};
+use crate::api::conditions::{self, reason};
 use crate::api::policy::GovernancePolicyStatus;
 use crate::api::{DataDomain, DataProduct, GovernancePolicy};
 use crate::domain::settings::DomainSettings;
@@ -48,24 +48,8 @@ pub fn violations(
 pub fn next(policy: &GovernancePolicy, compiled: Result<(), String>, violations: i32) -> GovernancePolicyStatus {
     let name = policy.name_any();
     let computed = match compiled {
-        Ok(()) => vec![
-            Computed::new(
-                conditions::READY,
-                true,
-                reason::RECONCILED,
-                format!("{} enforced by the API server ({:?})", admission_name(&name), policy.spec.enforcement),
-            ),
-            Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""),
-            Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
-        ],
-        Err(e) => {
-            let message = format!("compiling into admission objects failed: {e}");
-            vec![
-                Computed::new(conditions::READY, false, reason::APPLY_FAILED, &message),
-                Computed::new(conditions::RECONCILING, true, reason::APPLY_FAILED, &message),
-                Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""),
-            ]
-        }
+        Ok(()) => conditions::reconciled(format!("{} enforced by the API server ({:?})", admission_name(&name), policy.spec.enforcement)),
+        Err(e) => conditions::reconciling(reason::APPLY_FAILED, format!("compiling into admission objects failed: {e}")),
     };
     let current = policy.status.clone().unwrap_or_default();
     GovernancePolicyStatus {

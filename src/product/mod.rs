@@ -24,7 +24,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::conditions::{self, Computed};
+use crate::api::conditions;
 use crate::api::{DataDomain, DataProduct};
 use crate::domain::validate::current_namespace;
 use crate::error::Result;
@@ -152,11 +152,7 @@ async fn stall(product: &DataProduct, ctx: &Context, domain: Option<String>, pro
     let message = problem.to_string();
     let why = problem.reason();
     events::warn_stalled(product, ctx, why, &message).await;
-    let computed = vec![
-        Computed::new(conditions::READY, false, why, &message),
-        Computed::new(conditions::RECONCILING, false, conditions::reason::NOT_RECONCILING, ""),
-        Computed::new(conditions::STALLED, true, why, &message),
-    ];
+    let computed = conditions::stalled(why, &message);
     let next = status::next(product, None, domain, &computed, &conditions::now());
     ctx.write.status(product, product.status.as_ref(), &next).await?;
     // A domain appearing or changing triggers a pass through the domain watch.

@@ -280,18 +280,12 @@ pub fn provisioned(facts: Facts<'_>) -> Vec<Computed> {
         })
         .collect();
     if !yielded.is_empty() {
-        let message = yielded.join("; ");
-        computed.push(Computed::new(conditions::READY, false, reason::FIELD_MANAGER_CONFLICT, &message));
-        computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
-        computed.push(Computed::new(conditions::STALLED, true, reason::FIELD_MANAGER_CONFLICT, message));
+        computed.extend(conditions::stalled(reason::FIELD_MANAGER_CONFLICT, yielded.join("; ")));
         return computed;
     }
     if ready {
-        let message = format!("DataProduct {} in domain {} is provisioned", valid.name, valid.domain_name);
-        computed.push(Computed::new(conditions::READY, true, reason::RECONCILED, message));
-        computed.push(Computed::new(conditions::RECONCILING, false, reason::NOT_RECONCILING, ""));
+        computed.extend(conditions::reconciled(format!("DataProduct {} in domain {} is provisioned", valid.name, valid.domain_name)));
     } else {
-        let message = format!("waiting for {}", waiting.join(", "));
         let reason = if applied.result.is_err() {
             reason::APPLY_FAILED
         } else if computed.iter().any(|c| c.reason == reason::QUOTA_EXCEEDED) {
@@ -299,10 +293,8 @@ pub fn provisioned(facts: Facts<'_>) -> Vec<Computed> {
         } else {
             reason::PROGRESSING
         };
-        computed.push(Computed::new(conditions::READY, false, reason, &message));
-        computed.push(Computed::new(conditions::RECONCILING, true, reason, &message));
+        computed.extend(conditions::reconciling(reason, format!("waiting for {}", waiting.join(", "))));
     }
-    computed.push(Computed::new(conditions::STALLED, false, reason::NOT_STALLED, ""));
     computed
 }
 
