@@ -143,6 +143,13 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
 }
 
+/// Whether `current` already records `computed` (its type, status, reason
+/// and message): a Warning about it would be no news.
+pub fn records(current: &[Condition], computed: &Computed) -> bool {
+    let status = if computed.status { "True" } else { "False" };
+    current.iter().any(|c| c.type_ == computed.type_ && c.status == status && c.reason == computed.reason && c.message == computed.message)
+}
+
 /// The status (`True`/`False`/`Unknown`) of a condition type, if present.
 pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
     conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())

@@ -52,7 +52,7 @@ async fn wait_for_products(domain: &DataDomain, ctx: &Context, namespace: &str, 
         if products.len() > shown.len() { ", ..." } else { "" }
     );
     let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if !current.iter().any(|c| c.type_ == conditions::DELETING && c.message == message) {
+    if !conditions::records(current, &Computed::new(conditions::DELETING, true, reason::DATA_PRODUCTS_REMAIN, &message)) {
         ctx.write.publish(domain, EventType::Warning, reason::DATA_PRODUCTS_REMAIN, "Delete", message.clone(), None).await;
     }
     let computed = vec![

@@ -5,7 +5,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use crate::api::DataDomain;
-use crate::api::conditions;
+use crate::api::conditions::{self, Computed};
 use crate::operator::Context;
 use crate::operator::drift::report_drift;
 use crate::write::{Guarded, Outcome};
@@ -32,11 +32,9 @@ pub async fn record<K: Resource<DynamicType = ()>>(domain: &DataDomain, ctx: &Co
 }
 
 /// A Warning Event, emitted when the condition it explains first appears.
-pub async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &str, message: &str) {
+pub async fn warn_once(domain: &DataDomain, ctx: &Context, reason: &'static str, message: &str) {
     let current = domain.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let already =
-        current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reason && c.message == message);
-    if !already {
+    if !conditions::records(current, &Computed::new(conditions::STALLED, true, reason, message)) {
         tracing::warn!(domain = %domain.name_any(), reason, "{message}");
         ctx.write.publish(domain, EventType::Warning, reason, "Reconcile", message.to_string(), None).await;
     }

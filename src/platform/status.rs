@@ -60,10 +60,7 @@ pub fn warning(current: &[conditions::Condition], computed: &[Computed]) -> Opti
     if ready.status {
         return None;
     }
-    let recorded = current
-        .iter()
-        .any(|c| c.type_ == conditions::READY && c.status == "False" && c.reason == ready.reason && c.message == ready.message);
-    (!recorded).then(|| (ready.reason, ready.message.clone()))
+    (!conditions::records(current, ready)).then(|| (ready.reason, ready.message.clone()))
 }
 
 #[cfg(test)]

@@ -30,9 +30,9 @@ pub async fn publish_warnings(product: &DataProduct, ctx: &Context, computed: &[
 }
 
 /// A Warning for a stall, unless the status records it already.
-pub async fn warn_stalled(product: &DataProduct, ctx: &Context, why: &str, message: &str) {
+pub async fn warn_stalled(product: &DataProduct, ctx: &Context, why: &'static str, message: &str) {
     let current = product.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if !current.iter().any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.message == message) {
+    if !conditions::records(current, &Computed::new(conditions::STALLED, true, why, message)) {
         tracing::warn!(product = %product.name_any(), namespace = %product.namespace().unwrap_or_default(), reason = why, "{message}");
         ctx.write.publish(product, EventType::Warning, why, "Reconcile", message.to_string(), None).await;
     }

@@ -384,9 +384,7 @@ pub fn warnings(current: &[Condition], computed: &[Computed]) -> Vec<(&'static s
         .into_iter()
         .filter_map(|(type_, news, reason, action)| {
             let found = computed.iter().find(|c| c.type_ == type_ && c.status == news)?;
-            let as_text = if news { "True" } else { "False" };
-            let recorded = current.iter().any(|c| c.type_ == type_ && c.status == as_text && c.message == found.message);
-            (!recorded).then(|| (reason, action, found.message.clone()))
+            (!conditions::records(current, found)).then(|| (reason, action, found.message.clone()))
         })
         .collect()
 }
