@@ -20,14 +20,7 @@ command -v apt-get >/dev/null 2>&1 \
 [ "$(id -u)" -eq 0 ] \
   || die "$CHROMIUM or $CHROMEDRIVER is missing; installing them needs root: sudo $0 (or: sudo apt-get install -y ${PACKAGES[*]})"
 
-export DEBIAN_FRONTEND=noninteractive
 log "installing ${PACKAGES[*]}"
-# The package lists are refreshed only when needed: a warm machine installs
-# without touching the network for them.
-if ! apt-get install -y "${PACKAGES[@]}"; then
-  log "apt-get install failed; updating the package lists and trying again"
-  apt-get update
-  apt-get install -y "${PACKAGES[@]}"
-fi
+apt_install "${PACKAGES[@]}"
 installed || die "apt-get installed ${PACKAGES[*]} but $CHROMIUM or $CHROMEDRIVER is still missing"
 log "installed: $("$CHROMEDRIVER" --version)"

@@ -89,6 +89,17 @@ stop_signal() {
   esac
 }
 
+# Installs Debian packages (as root). The package lists are refreshed only
+# when needed: a warm machine installs without touching the network for them.
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y "$@"; then
+    log "apt-get install failed; updating the package lists and trying again"
+    apt-get update
+    apt-get install -y "$@"
+  fi
+}
+
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 

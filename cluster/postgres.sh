@@ -55,15 +55,6 @@ install_postgres() {
     || die "PostgreSQL is missing and there is no apt-get: install its server (initdb, postgres, pg_isready, psql) in /usr/lib/postgresql/<major>/bin"
   [ "$(id -u)" -eq 0 ] \
     || die "PostgreSQL is missing; installing it needs root: sudo $0 install (or: sudo apt-get install -y ${PACKAGES[*]}), or start the cluster without it: POSTGRES=false"
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only when needed, as browser-deps.sh does.
-  apt_install() {
-    if ! apt-get install -y "$@"; then
-      log "apt-get install failed; updating the package lists and trying again"
-      apt-get update
-      apt-get install -y "$@"
-    fi
-  }
   # Debian's package would create and start a server of its own (cluster
   # "main" on 5432). The local control plane runs its own, so
   # postgresql-common goes first and is told to create no cluster.
